@@ -1,0 +1,151 @@
+"""Resource CRUD on etcd with Calico's semantics (calico-internals §1.1, §1.4)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import uuid
+from typing import TypeVar
+
+from pycalico.datastore.etcd import EtcdClient, KeyValue
+from pycalico.errors import (
+    KeyExists,
+    KeyNotFound,
+    ResourceExists,
+    ResourceNotFound,
+    RevisionConflict,
+    ValidationError,
+)
+from pycalico.model import keys
+from pycalico.model.resources import IPPool, Resource
+
+R = TypeVar("R", bound=Resource)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _encode(res: Resource) -> str:
+    data = res.to_json()
+    meta = data["metadata"]
+    # Calico never stores resourceVersion: it is the key's mod_revision on read.
+    meta.pop("resourceVersion", None)
+    meta.pop("selfLink", None)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _decode(cls: type[R], kv: KeyValue) -> R:
+    res = cls.from_json(json.loads(kv.value))
+    res.metadata["resourceVersion"] = str(kv.mod_revision)
+    return res  # type: ignore[return-value]
+
+
+class ResourceStore:
+    def __init__(self, client: EtcdClient) -> None:
+        self.client = client
+
+    def get(self, cls: type[R], name: str, namespace: str | None = None) -> R | None:
+        kv = self.client.get(keys.resource_key(cls.PLURAL, name, namespace if cls.NAMESPACED else None))
+        return _decode(cls, kv) if kv else None
+
+    def must_get(self, cls: type[R], name: str, namespace: str | None = None) -> R:
+        res = self.get(cls, name, namespace)
+        if res is None:
+            raise ResourceNotFound(cls.KIND, name)
+        return res
+
+    def list(self, cls: type[R], namespace: str | None = None, *, name_prefix: str = "") -> list[R]:
+        prefix = keys.resource_prefix(cls.PLURAL, namespace if cls.NAMESPACED else None) + name_prefix
+        kvs, _ = self.client.list(prefix)
+        out = []
+        for kv in kvs:
+            if cls.NAMESPACED and namespace is None and kv.key.count("/") != prefix.count("/") + 1:
+                continue
+            out.append(_decode(cls, kv))
+        return out
+
+    def _prepare(self, res: Resource) -> None:
+        res.apply_defaults()
+        res.validate()
+        if isinstance(res, IPPool):
+            self._check_pool_overlap(res)
+
+    def _check_pool_overlap(self, pool: IPPool) -> None:
+        net = pool.network
+        for other in self.list(IPPool):
+            if other.name == pool.name:
+                if other.cidr != pool.cidr:
+                    raise ValidationError("spec.cidr", pool.cidr, f"{other.cidr} (the CIDR of a pool cannot change)")
+                if other.block_size != pool.block_size:
+                    raise ValidationError("spec.blockSize", pool.block_size,
+                                          f"{other.block_size} (the block size of a pool cannot change)")
+                continue
+            try:
+                other_net = ipaddress.ip_network(other.cidr)
+            except ValueError:
+                continue
+            if other_net.version == net.version and other_net.overlaps(net):  # type: ignore[arg-type]
+                raise ValidationError("spec.cidr", pool.cidr, "a CIDR that overlaps no other pool",
+                                      reason=f"IPPool({pool.name}) CIDR overlaps with IPPool({other.name}) "
+                                             f"CIDR {other.cidr}")
+
+    def create(self, res: R) -> R:
+        if res.resource_version:
+            raise ValidationError("metadata.resourceVersion", res.resource_version, "empty on create")
+        res = res.copy()  # type: ignore[assignment]
+        self._prepare(res)
+        res.metadata.setdefault("uid", str(uuid.uuid4()))
+        res.metadata.setdefault("creationTimestamp", _now())
+        try:
+            rev = self.client.create(res.key(), _encode(res))
+        except KeyExists:
+            raise ResourceExists(res.KIND, res.name) from None
+        res.metadata["resourceVersion"] = str(rev)
+        return res
+
+    def update(self, res: R) -> R:
+        """Compare-and-swap on ``metadata.resourceVersion``; RevisionConflict if it moved."""
+        if not res.resource_version:
+            raise ValidationError("metadata.resourceVersion", "", "the resourceVersion read with the resource")
+        res = res.copy()  # type: ignore[assignment]
+        self._prepare(res)
+        try:
+            rev = self.client.update(res.key(), _encode(res), int(res.resource_version))
+        except KeyNotFound:
+            raise ResourceNotFound(res.KIND, res.name) from None
+        res.metadata["resourceVersion"] = str(rev)
+        return res
+
+    def apply(self, res: R) -> R:
+        """Create or update, keeping uid and creationTimestamp; retried on conflicts."""
+        for _ in range(100):
+            current = self.get(type(res), res.name, res.namespace)
+            if current is None:
+                try:
+                    return self.create(_without_version(res))
+                except ResourceExists:
+                    continue
+            desired = res.copy()
+            for field in ("uid", "creationTimestamp"):
+                if field in current.metadata:
+                    desired.metadata[field] = current.metadata[field]
+            desired.metadata["resourceVersion"] = current.resource_version
+            try:
+                return self.update(desired)
+            except (RevisionConflict, ResourceNotFound):
+                continue
+        raise RevisionConflict(res.key())
+
+    def delete(self, cls: type[Resource], name: str, namespace: str | None = None,
+               *, resource_version: str = "") -> bool:
+        """Returns False when it was already gone."""
+        key = keys.resource_key(cls.PLURAL, name, namespace if cls.NAMESPACED else None)
+        return self.client.delete(key, mod_revision=int(resource_version) if resource_version else None)
+
+
+def _without_version(res: R) -> R:
+    fresh = res.copy()
+    fresh.metadata.pop("resourceVersion", None)
+    return fresh  # type: ignore[return-value]
