@@ -18,6 +18,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # gRPC status codes the gateway passes through that mean "try another member".
-_RETRY_ELSEWHERE_CODES = {4, 14}  # DeadlineExceeded, Unavailable
+_RETRY_ELSEWHERE_CODES = {4, 8, 14}  # DeadlineExceeded, ResourceExhausted, Unavailable
 _OUT_OF_RANGE = 11
 
 
@@ -204,28 +205,36 @@ class EtcdClient:
         return resp.status, decoded
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to the gateway, failing over between endpoints."""
-        errors: list[str] = []
-        for endpoint in self._order():
-            try:
-                status, decoded = self._post_once(endpoint, path, body)
-            except (OSError, http.client.HTTPException) as exc:
-                errors.append(f"{endpoint}: {_describe_os_error(exc)}")
-                continue
-            if status == 200:
-                if endpoint != self.endpoints[self._preferred]:
-                    with self._lock:
-                        self._preferred = self.endpoints.index(endpoint)
-                return decoded
-            code = int(decoded.get("code", 0) or 0)
-            message = str(decoded.get("message") or decoded.get("error") or f"HTTP {status}")
-            if code in _RETRY_ELSEWHERE_CODES or status in (502, 503):
-                errors.append(f"{endpoint}: {message}")
-                continue
-            if code == _OUT_OF_RANGE and "compacted" in message:
-                raise Compacted(int(body.get("revision", 0) or 0))
-            raise DatastoreError(f"etcd error from {endpoint}: {message}")
-        raise DatastoreUnavailable(self.endpoints, "; ".join(errors))
+        """POST to the gateway, failing over between endpoints. While a member
+        answers "unavailable" (e.g. during a leader election) keep retrying for up
+        to ``timeout`` seconds; when none answers at all, fail at once."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            errors: list[str] = []
+            retryable = False
+            for endpoint in self._order():
+                try:
+                    status, decoded = self._post_once(endpoint, path, body)
+                except (OSError, http.client.HTTPException) as exc:
+                    errors.append(f"{endpoint}: {_describe_os_error(exc)}")
+                    continue
+                if status == 200:
+                    if endpoint != self.endpoints[self._preferred]:
+                        with self._lock:
+                            self._preferred = self.endpoints.index(endpoint)
+                    return decoded
+                code = int(decoded.get("code", 0) or 0)
+                message = str(decoded.get("message") or decoded.get("error") or f"HTTP {status}")
+                if code in _RETRY_ELSEWHERE_CODES or status in (502, 503):
+                    errors.append(f"{endpoint}: {message}")
+                    retryable = True
+                    continue
+                if code == _OUT_OF_RANGE and "compacted" in message:
+                    raise Compacted(int(body.get("revision", 0) or 0))
+                raise DatastoreError(f"etcd error from {endpoint}: {message}")
+            if not retryable or time.monotonic() >= deadline:
+                raise DatastoreUnavailable(self.endpoints, "; ".join(errors))
+            time.sleep(0.1)
 
     def close(self) -> None:
         for conn in self._connections().values():

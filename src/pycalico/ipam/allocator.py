@@ -1,0 +1,578 @@
+"""Calico's block IPAM on etcd (calico-internals §2): affinities, blocks, handles.
+
+Every write that can race is a compare-and-swap, retried on conflict. The
+handle is incremented before the block is written and rolled back if the
+block write loses, so a crash leaves at worst a handle count too high, never
+an address owned by nobody.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import ipaddress
+import json
+import os
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycalico.datastore.etcd import EtcdClient, KeyValue
+from pycalico.errors import IPAMError, KeyExists, KeyNotFound, PoolExhausted, RevisionConflict
+from pycalico.ipam.block import AllocationBlock
+from pycalico.model import IPPool, Node, ResourceStore, keys
+
+RETRIES = 100
+DEFAULT_MAX_BLOCKS_PER_HOST = 20
+TUNNEL_TYPES = {
+    "ipip": ("ipip-tunnel-addr-", "ipipTunnelAddress"),
+    "vxlan": ("vxlan-tunnel-addr-", "vxlanTunnelAddress"),
+    "wireguard": ("wireguard-tunnel-addr-", "wireguardTunnelAddress"),
+}
+
+IPv4or6Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def handle_id(network: str, container_id: str) -> str:
+    """The CNI handle: ``<network-name>.<containerID>``."""
+    return f"{network}.{container_id}"
+
+
+def tunnel_handle(kind: str, node: str) -> str:
+    return TUNNEL_TYPES[kind][0] + node
+
+
+def tunnel_attrs(kind: str, node: str) -> dict[str, str]:
+    return {"node": node, "type": TUNNEL_TYPES[kind][1]}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fnv32(text: str) -> int:
+    h = 0x811C9DC5
+    for byte in text.encode():
+        h = (h * 0x01000193) & 0xFFFFFFFF
+        h ^= byte
+    return h
+
+
+@dataclass(frozen=True)
+class IpamConfig:
+    strict_affinity: bool = False
+    auto_allocate_blocks: bool = True
+    max_blocks_per_host: int = 0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IpamConfig:
+        return cls(bool(data.get("strict_affinity", False)), bool(data.get("auto_allocate_blocks", True)),
+                   int(data.get("maxBlocksPerHost", 0) or 0))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"strict_affinity": self.strict_affinity,
+                               "auto_allocate_blocks": self.auto_allocate_blocks}
+        if self.max_blocks_per_host:
+            out["maxBlocksPerHost"] = self.max_blocks_per_host
+        return out
+
+
+@dataclass
+class CheckReport:
+    """What ``ipam check`` finds; ``ok`` when there is nothing to fix."""
+
+    allocations: int = 0
+    in_use: int = 0
+    leaked: list[dict[str, str]] = field(default_factory=list)
+    not_allocated: list[dict[str, str]] = field(default_factory=list)
+    duplicate_owners: list[dict[str, Any]] = field(default_factory=list)
+    handles_without_ips: list[str] = field(default_factory=list)
+    handles_missing: list[str] = field(default_factory=list)
+    block_problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.leaked or self.not_allocated or self.duplicate_owners or self.handles_without_ips
+                    or self.handles_missing or self.block_problems)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "allocations": self.allocations, "inUse": self.in_use, "leaked": self.leaked,
+                "notAllocated": self.not_allocated, "duplicateOwners": self.duplicate_owners,
+                "handlesWithoutIPs": self.handles_without_ips, "handlesMissing": self.handles_missing,
+                "blockProblems": self.block_problems}
+
+
+class IPAM:
+    """Block IPAM for one datastore. Safe for many threads and processes."""
+
+    def __init__(self, client: EtcdClient, *, lock_dir: str | None = None) -> None:
+        self.client = client
+        self.store = ResourceStore(client)
+        self.lock_dir = lock_dir
+        self._thread_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # ---- locking ----------------------------------------------------------------------
+    @contextmanager
+    def host_lock(self, host: str) -> Iterator[None]:
+        """Serialises callers for one host: threads in-process, processes by flock
+        (best effort, as in Calico: a lock file that cannot be opened is skipped)."""
+        with self._locks_guard:
+            lock = self._thread_locks.setdefault(host, threading.Lock())
+        with lock:
+            fd = -1
+            if self.lock_dir:
+                try:
+                    os.makedirs(self.lock_dir, exist_ok=True)
+                    fd = os.open(os.path.join(self.lock_dir, f"ipam-{host}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except OSError:
+                    if fd >= 0:
+                        os.close(fd)
+                    fd = -1
+            try:
+                yield
+            finally:
+                if fd >= 0:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    os.close(fd)
+
+    # ---- config -----------------------------------------------------------------------
+    def get_config(self) -> IpamConfig:
+        kv = self.client.get(keys.IPAM_CONFIG_KEY)
+        return IpamConfig.from_json(kv.json()) if kv else IpamConfig()
+
+    def set_config(self, config: IpamConfig) -> None:
+        self.client.put(keys.IPAM_CONFIG_KEY, json.dumps(config.to_json()))
+
+    # ---- reading ----------------------------------------------------------------------
+    def _read_block(self, cidr: str) -> tuple[AllocationBlock, int] | None:
+        kv = self.client.get(keys.block_key(cidr))
+        if kv is None:
+            return None
+        block = AllocationBlock.from_json(kv.json())
+        if block.deleted:
+            return None
+        return block, kv.mod_revision
+
+    def blocks(self, version: int = 4) -> list[AllocationBlock]:
+        kvs, _ = self.client.list(keys.block_prefix(version))
+        return [b for b in (AllocationBlock.from_json(kv.json()) for kv in kvs) if not b.deleted]
+
+    def affinities(self, host: str, version: int = 4) -> dict[str, tuple[str, KeyValue]]:
+        """``{block cidr: (state, kv)}`` for the host."""
+        kvs, _ = self.client.list(keys.host_affinity_prefix(host, version))
+        out = {}
+        for kv in kvs:
+            parsed = keys.parse_affinity_key(kv.key)
+            if parsed is None:
+                continue
+            data = kv.json() if kv.value else {}
+            if data.get("deleted"):
+                continue
+            out[parsed[1]] = (str(data.get("state") or "confirmed"), kv)
+        return out
+
+    def all_affinities(self) -> list[tuple[str, str, str]]:
+        """(host, cidr, state) for every host affinity."""
+        kvs, _ = self.client.list(keys.HOST_AFFINITY_ROOT)
+        out = []
+        for kv in kvs:
+            parsed = keys.parse_affinity_key(kv.key)
+            if parsed:
+                out.append((parsed[0], parsed[1], str((kv.json() if kv.value else {}).get("state") or "confirmed")))
+        return out
+
+    def _pools_for(self, host: str, use: str, requested: Sequence[str] | None) -> list[IPPool]:
+        pools = [p for p in self.store.list(IPPool) if p.version == 4]
+        if requested:
+            chosen = []
+            for want in requested:
+                match = [p for p in pools if p.name == want or p.cidr == want]
+                if not match:
+                    raise IPAMError(f"requested pool {want!r} does not exist")
+                if match[0].disabled:
+                    raise IPAMError(f"requested pool {want!r} is disabled")
+                chosen.append(match[0])
+            pools = chosen
+        else:
+            node = self.store.get(Node, host)
+            labels = node.labels if node else {}
+            pools = [p for p in pools if not p.disabled and p.assignment_mode == "Automatic"
+                     and p.selects_node(labels)]
+        return [p for p in pools if use in p.allowed_uses]
+
+    # ---- handles ----------------------------------------------------------------------
+    def _handle_add(self, handle: str, cidr: str, delta: int) -> None:
+        key = keys.handle_key(handle)
+        for _ in range(RETRIES):
+            kv = self.client.get(key)
+            if kv is None:
+                if delta <= 0:
+                    return
+                try:
+                    self.client.create(key, json.dumps({"block": {cidr: delta}, "deleted": False}))
+                    return
+                except KeyExists:
+                    continue
+            data = kv.json()
+            counts: dict[str, int] = dict(data.get("block") or {})
+            counts[cidr] = counts.get(cidr, 0) + delta
+            if counts[cidr] <= 0:
+                del counts[cidr]
+            try:
+                if counts:
+                    self.client.update(key, json.dumps({"block": counts, "deleted": False}), kv.mod_revision)
+                else:
+                    self.client.delete(key, mod_revision=kv.mod_revision)
+                return
+            except (RevisionConflict, KeyNotFound):
+                continue
+        raise IPAMError(f"handle {handle}: too many conflicting updates")
+
+    # ---- assignment -------------------------------------------------------------------
+    def _assign_in_block(self, cidr: str, num: int, handle: str, attrs: dict[str, str],
+                         require_host: str | None) -> list[IPv4or6Interface]:
+        """Assign up to ``num`` addresses from one block; [] when it has none to give."""
+        for _ in range(RETRIES):
+            read = self._read_block(cidr)
+            if read is None:
+                return []
+            block, rev = read
+            if require_host is not None and block.host() != require_host:
+                return []
+            ordinals = block.assign(num, handle, attrs)
+            if not ordinals:
+                return []
+            block.bump()
+            self._handle_add(handle, cidr, len(ordinals))
+            try:
+                self.client.update(keys.block_key(cidr), json.dumps(block.to_json()), rev)
+            except (RevisionConflict, KeyNotFound):
+                self._handle_add(handle, cidr, -len(ordinals))
+                continue
+            prefix = block.network.prefixlen
+            return [ipaddress.ip_interface(f"{block.address(o)}/{prefix}") for o in ordinals]
+        raise IPAMError(f"block {cidr}: too many conflicting updates")
+
+    def _claim_block(self, host: str, pools: list[IPPool], config: IpamConfig) -> str | None:
+        """Claim a free block in one of ``pools`` for ``host``; returns its CIDR."""
+        existing = {b.cidr for b in self.blocks()}
+        limit = config.max_blocks_per_host or DEFAULT_MAX_BLOCKS_PER_HOST
+        if len(self.affinities(host)) >= limit:
+            return None
+        for pool in pools:
+            for subnet in self._subnet_walk(pool, host):
+                cidr = str(subnet)
+                if cidr in existing:
+                    continue
+                if self._claim(host, cidr):
+                    return cidr
+                existing.add(cidr)
+        return None
+
+    @staticmethod
+    def _subnet_walk(pool: IPPool, host: str) -> Iterator[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The pool's blocks from a start point derived from the host name, wrapping."""
+        net = pool.network
+        count = 1 << (pool.block_size - net.prefixlen)
+        start = random.Random(_fnv32(host)).randrange(count)
+        step = 1 << ((32 if net.version == 4 else 128) - pool.block_size)
+        base = int(net.network_address)
+        for i in range(count):
+            index = (start + i) % count
+            yield ipaddress.ip_network((base + index * step, pool.block_size))
+
+    def _claim(self, host: str, cidr: str) -> bool:
+        """Two-phase claim: pending affinity → block create → confirmed affinity."""
+        aff_key = keys.affinity_key(host, cidr)
+        pending = json.dumps({"state": "pending", "deleted": False})
+        try:
+            self.client.create(aff_key, pending)
+        except KeyExists:
+            self.client.put(aff_key, pending)
+        block = AllocationBlock.new(cidr, f"host:{host}", _now())
+        try:
+            self.client.create(keys.block_key(cidr), json.dumps(block.to_json()))
+        except KeyExists:
+            read = self._read_block(cidr)
+            if read is None or read[0].host() != host:
+                self.client.delete(aff_key)
+                return False
+        self.client.put(aff_key, json.dumps({"state": "confirmed", "deleted": False}))
+        return True
+
+    def auto_assign(self, handle: str, attrs: dict[str, str], host: str, num: int = 1, *,
+                    use: str = "Workload", pools: Sequence[str] | None = None) -> list[IPv4or6Interface]:
+        """Assign ``num`` IPv4 addresses to ``handle`` for ``host``. Addresses come
+        back with the block's mask (``10.244.12.5/26``); callers narrow to /32.
+        Raises PoolExhausted when there is no room, releasing any partial result."""
+        with self.host_lock(host):
+            config = self.get_config()
+            candidates = self._pools_for(host, use, pools)
+            if not candidates:
+                raise PoolExhausted([], f"no enabled IPv4 pool allows {use} use on node {host}")
+            pool_nets = [p.network for p in candidates]
+
+            def in_pools(cidr: str) -> bool:
+                net = ipaddress.ip_network(cidr)
+                return any(net.subnet_of(p) for p in pool_nets if p.version == net.version)  # type: ignore
+
+            result: list[IPv4or6Interface] = []
+            affine = [c for c, (state, _) in self.affinities(host).items() if state == "confirmed" and in_pools(c)]
+            for cidr in sorted(affine, key=lambda c: ipaddress.ip_network(c)):
+                if len(result) >= num:
+                    break
+                read = self._read_block(cidr)
+                if read is None:  # affinity without a block: finish the interrupted claim
+                    self._claim(host, cidr)
+                result += self._assign_in_block(cidr, num - len(result), handle, attrs, host)
+            while len(result) < num and config.auto_allocate_blocks:
+                cidr = self._claim_block(host, candidates, config)
+                if cidr is None:
+                    break
+                result += self._assign_in_block(cidr, num - len(result), handle, attrs, host)
+            if len(result) < num and not config.strict_affinity:
+                for block in self.blocks():
+                    if len(result) >= num:
+                        break
+                    if block.free and in_pools(block.cidr):
+                        result += self._assign_in_block(block.cidr, num - len(result), handle, attrs, None)
+            if len(result) < num:
+                if result:
+                    self.release_ips([str(r.ip) for r in result])
+                reason = "strictAffinity is on: no borrowing from other hosts' blocks" if config.strict_affinity \
+                    else "every block is full"
+                raise PoolExhausted([p.name for p in candidates], reason)
+            return result
+
+    def assign_ip(self, ip: str, handle: str, attrs: dict[str, str], host: str) -> None:
+        """Assign one given address (e.g. a requested IP). Claims its block if free."""
+        addr = ipaddress.ip_address(ip)
+        pools = [p for p in self.store.list(IPPool) if addr in p.network]
+        if not pools:
+            raise IPAMError(f"{ip} is not in any IP pool")
+        pool = pools[0]
+        cidr = str(ipaddress.ip_network(f"{addr}/{pool.block_size}", strict=False))
+        with self.host_lock(host):
+            if self._read_block(cidr) is None:
+                self._claim(host, cidr)
+            for _ in range(RETRIES):
+                read = self._read_block(cidr)
+                if read is None:
+                    raise IPAMError(f"block {cidr} vanished while assigning {ip}")
+                block, rev = read
+                ordinal = block.ordinal(addr)
+                if not block.assign_ordinal(ordinal, handle, attrs):
+                    raise IPAMError(f"{ip} is already assigned (handle {block.handle_of(ordinal)})")
+                block.bump()
+                self._handle_add(handle, cidr, 1)
+                try:
+                    self.client.update(keys.block_key(cidr), json.dumps(block.to_json()), rev)
+                    return
+                except (RevisionConflict, KeyNotFound):
+                    self._handle_add(handle, cidr, -1)
+            raise IPAMError(f"block {cidr}: too many conflicting updates")
+
+    # ---- release ----------------------------------------------------------------------
+    def _write_or_delete_block(self, block: AllocationBlock, rev: int) -> None:
+        if block.is_empty() and block.affinity is None:
+            if not self.client.delete(keys.block_key(block.cidr), mod_revision=rev):
+                raise KeyNotFound(keys.block_key(block.cidr))
+        else:
+            block.bump()
+            self.client.update(keys.block_key(block.cidr), json.dumps(block.to_json()), rev)
+
+    def release_by_handle(self, handle: str) -> int:
+        """Free every address of ``handle``. Idempotent; returns how many were freed."""
+        kv = self.client.get(keys.handle_key(handle))
+        if kv is None:
+            return 0
+        total = 0
+        for cidr in list((kv.json().get("block") or {}).keys()):
+            freed = 0
+            for _ in range(RETRIES):
+                read = self._read_block(cidr)
+                if read is None:
+                    break
+                block, rev = read
+                freed = block.release(block.ordinals_of_handle(handle)).get(handle, 0)
+                if not freed:
+                    break
+                try:
+                    self._write_or_delete_block(block, rev)
+                    break
+                except (RevisionConflict, KeyNotFound):
+                    freed = 0
+                    continue
+            total += freed
+            # The handle's count for this block goes entirely: what was not found is stale.
+            self._handle_drop_block(handle, cidr)
+        return total
+
+    def _handle_drop_block(self, handle: str, cidr: str) -> None:
+        key = keys.handle_key(handle)
+        for _ in range(RETRIES):
+            kv = self.client.get(key)
+            if kv is None:
+                return
+            counts = dict(kv.json().get("block") or {})
+            counts.pop(cidr, None)
+            try:
+                if counts:
+                    self.client.update(key, json.dumps({"block": counts, "deleted": False}), kv.mod_revision)
+                else:
+                    self.client.delete(key, mod_revision=kv.mod_revision)
+                return
+            except (RevisionConflict, KeyNotFound):
+                continue
+
+    def release_ips(self, ips: Sequence[str]) -> list[str]:
+        """Free the given addresses whatever their handle; returns those that were not allocated."""
+        by_block: dict[str, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
+        blocks = {b.cidr: b.network for b in self.blocks()}
+        not_allocated: list[str] = []
+        for ip in ips:
+            addr = ipaddress.ip_address(ip)
+            owner = next((c for c, n in blocks.items() if addr in n), None)
+            if owner is None:
+                not_allocated.append(str(addr))
+            else:
+                by_block.setdefault(owner, []).append(addr)
+        for cidr, addrs in by_block.items():
+            for _ in range(RETRIES):
+                read = self._read_block(cidr)
+                if read is None:
+                    not_allocated += [str(a) for a in addrs]
+                    break
+                block, rev = read
+                ordinals = [block.ordinal(a) for a in addrs]
+                missing = [str(a) for a, o in zip(addrs, ordinals, strict=True) if block.allocations[o] is None]
+                freed = block.release(ordinals)
+                if not freed:
+                    not_allocated += missing
+                    break
+                try:
+                    self._write_or_delete_block(block, rev)
+                except (RevisionConflict, KeyNotFound):
+                    continue
+                not_allocated += missing
+                for handle, count in freed.items():
+                    if handle:
+                        self._handle_add(handle, cidr, -count)
+                break
+        return not_allocated
+
+    def ips_by_handle(self, handle: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        kv = self.client.get(keys.handle_key(handle))
+        if kv is None:
+            return []
+        out = []
+        for cidr in (kv.json().get("block") or {}):
+            read = self._read_block(cidr)
+            if read:
+                out += [read[0].address(o) for o in read[0].ordinals_of_handle(handle)]
+        return out
+
+    def release_block_affinity(self, host: str, cidr: str, *, must_be_empty: bool = False) -> bool:
+        """Give up ``host``'s claim on a block: empty blocks are deleted, others become
+        orphans that can only be borrowed from. Returns False if it was kept (not empty)."""
+        aff_key = keys.affinity_key(host, cidr)
+        kv = self.client.get(aff_key)
+        if kv is not None:
+            self.client.put(aff_key, json.dumps({"state": "pendingDeletion", "deleted": False}))
+        for _ in range(RETRIES):
+            read = self._read_block(cidr)
+            if read is None:
+                break
+            block, rev = read
+            if block.host() != host:
+                break
+            if not block.is_empty() and must_be_empty:
+                self.client.put(aff_key, json.dumps({"state": "confirmed", "deleted": False}))
+                return False
+            try:
+                if block.is_empty():
+                    if not self.client.delete(keys.block_key(cidr), mod_revision=rev):
+                        continue
+                else:
+                    block.affinity = None
+                    block.affinity_claim_time = None
+                    block.bump()
+                    self.client.update(keys.block_key(cidr), json.dumps(block.to_json()), rev)
+                break
+            except (RevisionConflict, KeyNotFound):
+                continue
+        self.client.delete(aff_key)
+        return True
+
+    def release_host(self, host: str) -> int:
+        """Release every affinity of ``host`` (node removal). Returns how many."""
+        with self.host_lock(host):
+            affinities = list(self.affinities(host, 4)) + list(self.affinities(host, 6))
+            for cidr in affinities:
+                self.release_block_affinity(host, cidr)
+            self.client.delete(f"{keys.HOST_AFFINITY_ROOT}{host}")
+            return len(affinities)
+
+    def release_pool_affinities(self, pool: IPPool) -> None:
+        """Before a pool is deleted: drop affinities of its blocks (empty blocks go)."""
+        for host, cidr, _ in self.all_affinities():
+            if ipaddress.ip_network(cidr).subnet_of(pool.network):  # type: ignore[arg-type]
+                self.release_block_affinity(host, cidr)
+
+    # ---- check ------------------------------------------------------------------------
+    def check(self) -> CheckReport:
+        """Compare allocations with their owners: workload endpoints and node tunnel addresses."""
+        from pycalico.model import WorkloadEndpoint
+
+        report = CheckReport()
+        owners: dict[str, list[str]] = {}
+        for wep in self.store.list(WorkloadEndpoint):
+            for net in wep.ip_networks:
+                ip = str(ipaddress.ip_interface(net).ip)
+                owners.setdefault(ip, []).append(f"WorkloadEndpoint {wep.namespace}/{wep.name}")
+        for node in self.store.list(Node):
+            for kind, ip in (("ipip", node.ipip_tunnel_addr), ("vxlan", node.vxlan_tunnel_addr)):
+                if ip:
+                    owners.setdefault(str(ipaddress.ip_address(ip)), []).append(f"Node {node.name} {kind} tunnel")
+        report.in_use = len(owners)
+
+        allocated: dict[str, dict[str, Any]] = {}
+        handle_counts: dict[str, int] = {}
+        for block in self.blocks(4) + self.blocks(6):
+            report.block_problems += block.problems()
+            for o, attr in block.allocated():
+                ip = str(block.address(o))
+                allocated[ip] = {"ip": ip, "block": block.cidr, "handle": attr.get("handle_id") or "",
+                                 **(attr.get("secondary") or {})}
+                handle = attr.get("handle_id")
+                if handle:
+                    handle_counts[handle] = handle_counts.get(handle, 0) + 1
+        report.allocations = len(allocated)
+
+        for ip, info in sorted(allocated.items()):
+            if ip not in owners:
+                report.leaked.append(info)
+        for ip, who in sorted(owners.items()):
+            if ip not in allocated:
+                report.not_allocated.append({"ip": ip, "owner": who[0]})
+            if len(who) > 1:
+                report.duplicate_owners.append({"ip": ip, "owners": who})
+        kvs, _ = self.client.list(keys.HANDLE_PREFIX)
+        stored_handles = {kv.key[len(keys.HANDLE_PREFIX):] for kv in kvs}
+        report.handles_without_ips = sorted(stored_handles - set(handle_counts))
+        report.handles_missing = sorted(set(handle_counts) - stored_handles)
+        return report
+
+    def release_leaked(self, report: CheckReport | None = None) -> list[str]:
+        """Release what a fresh check calls leaked (and stale handles). Returns the IPs freed."""
+        report = report or self.check()
+        ips = [item["ip"] for item in report.leaked]
+        self.release_ips(ips)
+        for handle in report.handles_without_ips:
+            self.client.delete(keys.handle_key(handle))
+        return ips
