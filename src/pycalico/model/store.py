@@ -66,16 +66,18 @@ class ResourceStore:
             out.append(_decode(cls, kv))
         return out
 
-    def _prepare(self, res: Resource) -> None:
+    def _prepare(self, res: Resource, *, creating: bool) -> None:
         res.apply_defaults()
         res.validate()
         if isinstance(res, IPPool):
-            self._check_pool_overlap(res)
+            self._check_pool_overlap(res, creating=creating)
 
-    def _check_pool_overlap(self, pool: IPPool) -> None:
+    def _check_pool_overlap(self, pool: IPPool, *, creating: bool) -> None:
         net = pool.network
         for other in self.list(IPPool):
             if other.name == pool.name:
+                if creating:
+                    continue  # the create itself reports that the pool exists
                 if other.cidr != pool.cidr:
                     raise ValidationError("spec.cidr", pool.cidr, f"{other.cidr} (the CIDR of a pool cannot change)")
                 if other.block_size != pool.block_size:
@@ -95,7 +97,7 @@ class ResourceStore:
         if res.resource_version:
             raise ValidationError("metadata.resourceVersion", res.resource_version, "empty on create")
         res = res.copy()  # type: ignore[assignment]
-        self._prepare(res)
+        self._prepare(res, creating=True)
         res.metadata.setdefault("uid", str(uuid.uuid4()))
         res.metadata.setdefault("creationTimestamp", _now())
         try:
@@ -110,7 +112,7 @@ class ResourceStore:
         if not res.resource_version:
             raise ValidationError("metadata.resourceVersion", "", "the resourceVersion read with the resource")
         res = res.copy()  # type: ignore[assignment]
-        self._prepare(res)
+        self._prepare(res, creating=False)
         try:
             rev = self.client.update(res.key(), _encode(res), int(res.resource_version))
         except KeyNotFound:
