@@ -1,0 +1,329 @@
+"""The per-pod dataplane, exactly Calico's (calico-internals §3.3 step 5), with pyroute2.
+
+Host netns: veth ``cali…`` with MAC ee:ee:ee:ee:ee:ee, proxy_arp=1, proxy_delay=0,
+forwarding=1, route_localnet=1, accept_ra=0, a /32 route per pod address.
+Pod netns: ``CNI_IFNAME`` with the /32, ``169.254.1.1 dev eth0 scope link``,
+``default via 169.254.1.1``, ip_forward=0. No static ARP: proxy ARP answers.
+
+One :class:`Dataplane` per thread (pyroute2 sockets are thread-affine). Work in the
+pod netns is done on a netlink socket opened after a per-thread ``setns`` — no fork.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import ipaddress
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+HOST_MAC = "ee:ee:ee:ee:ee:ee"
+GATEWAY = "169.254.1.1"
+CLONE_NEWNET = 0x40000000
+RT_SCOPE_LINK = 253
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsError(Exception):
+    """The pod network namespace cannot be opened."""
+
+
+class DataplaneError(Exception):
+    pass
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def open_netns(path: str) -> int:
+    """An fd for the netns at ``path``; NetnsError if it is missing or not a netns."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NetnsError(f"failed to open netns {path!r}: {exc.strerror}") from None
+    return fd
+
+
+@contextmanager
+def in_netns(fd: int) -> Iterator[None]:
+    """Run the block with this *thread* in the netns ``fd``, then come back."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            _setns(fd)
+        except OSError as exc:
+            raise NetnsError(f"cannot enter netns: {exc.strerror}") from None
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)
+
+
+def write_sysctl(path: str, value: str) -> None:
+    """Write /proc/sys/<path> in the calling thread's netns."""
+    with open("/proc/sys/" + path, "w") as f:
+        f.write(value)
+
+
+def _random_mac() -> str:
+    raw = bytearray(os.urandom(6))
+    raw[0] = (raw[0] & 0xFE) | 0x02  # unicast, locally administered
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+@dataclass
+class PendingPod:
+    """A veth pair made by begin_pod, waiting for its addresses."""
+
+    nsfd: int
+    netns_path: str
+    ifname: str
+    host_ifname: str
+    container_mac: str
+    mtu: int
+    pod: IPRoute | None = None
+    created: bool = False
+    host_index: int = 0
+
+    def release(self) -> None:
+        if self.pod is not None:
+            self.pod.close()
+            self.pod = None
+        if self.nsfd >= 0:
+            os.close(self.nsfd)
+            self.nsfd = -1
+
+
+class Dataplane:
+    """Netlink handle for the host netns (the calling thread's, at creation)."""
+
+    def __init__(self) -> None:
+        self.ipr = IPRoute()
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _index(self, ipr: IPRoute, ifname: str) -> int | None:
+        found = ipr.link_lookup(ifname=ifname)
+        return found[0] if found else None
+
+    def _delete_host_link(self, ifname: str) -> bool:
+        try:
+            self.ipr.link("del", ifname=ifname)
+            return True
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+                return False
+            raise
+
+    @contextmanager
+    def _pod_ipr(self, nsfd: int) -> Iterator[IPRoute]:
+        with in_netns(nsfd):
+            ipr = IPRoute()
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+
+    # ---- ADD -------------------------------------------------------------------------
+
+    def begin_pod(self, netns_path: str, ifname: str, host_ifname: str, mtu: int) -> PendingPod:
+        """Create the veth pair (host side configured and up); no addresses yet.
+
+        Fails before touching anything when the netns cannot be opened or already
+        has ``ifname``."""
+        nsfd = open_netns(netns_path)
+        pending = PendingPod(nsfd, netns_path, ifname, host_ifname, _random_mac(), mtu)
+        try:
+            with in_netns(nsfd):
+                pod = IPRoute()
+            pending.pod = pod
+            if self._index(pod, ifname) is not None:
+                raise DataplaneError(f"interface {ifname!r} already exists in netns {netns_path}")
+            try:
+                self._create_veth(host_ifname, ifname, nsfd, pending.container_mac, mtu)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+                # A stale host veth with our name (an earlier attachment): replace it.
+                self._delete_host_link(host_ifname)
+                self._create_veth(host_ifname, ifname, nsfd, pending.container_mac, mtu)
+            pending.created = True
+            host_idx = self._index(self.ipr, host_ifname)
+            if host_idx is None:
+                raise DataplaneError(f"host veth {host_ifname} vanished after creation")
+            pending.host_index = host_idx
+            self._host_sysctls(host_ifname)
+            self.ipr.link("set", index=host_idx, state="up")
+            return pending
+        except NetlinkError as exc:
+            self.abort_pod(pending)
+            raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
+        except BaseException:
+            self.abort_pod(pending)
+            raise
+
+    def finish_pod(self, pending: PendingPod, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
+        """Addresses and routes on both sides. The caller aborts on failure."""
+        assert pending.pod is not None
+        try:
+            with in_netns(pending.nsfd):
+                self._configure_pod(pending.pod, pending.ifname, addresses)
+            for addr in addresses:
+                self._host_route(pending.host_index, pending.host_ifname, addr.ip)
+        except NetlinkError as exc:
+            raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
+        finally:
+            pending.release()
+
+    def abort_pod(self, pending: PendingPod) -> None:
+        """Undo begin_pod: remove the veth pair (and with it every address and route)."""
+        try:
+            if pending.created:
+                self._delete_host_link(pending.host_ifname)
+                pending.created = False
+        finally:
+            pending.release()
+
+    def _create_veth(self, host_ifname: str, ifname: str, nsfd: int, mac: str, mtu: int) -> None:
+        self.ipr.link(
+            "add",
+            ifname=host_ifname,
+            kind="veth",
+            address=HOST_MAC,
+            mtu=mtu,
+            peer={"ifname": ifname, "net_ns_fd": nsfd, "mtu": mtu, "address": mac},
+        )
+
+    @staticmethod
+    def _host_sysctls(host_ifname: str) -> None:
+        write_sysctl(f"net/ipv4/conf/{host_ifname}/route_localnet", "1")
+        write_sysctl(f"net/ipv4/neigh/{host_ifname}/proxy_delay", "0")
+        write_sysctl(f"net/ipv4/conf/{host_ifname}/proxy_arp", "1")
+        write_sysctl(f"net/ipv4/conf/{host_ifname}/forwarding", "1")
+        try:
+            write_sysctl(f"net/ipv6/conf/{host_ifname}/accept_ra", "0")
+        except OSError:
+            pass  # IPv6 disabled on this host
+
+    def _configure_pod(self, pod: IPRoute, ifname: str, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
+        idx = self._index(pod, ifname)
+        if idx is None:
+            raise DataplaneError(f"container interface {ifname} missing after creation")
+        pod.link("set", index=idx, state="up")
+        for addr in addresses:
+            pod.addr("add", index=idx, address=str(addr.ip), prefixlen=32)
+        pod.route("add", dst=f"{GATEWAY}/32", oif=idx, scope=RT_SCOPE_LINK)
+        pod.route("add", dst="0.0.0.0/0", gateway=GATEWAY, oif=idx)
+        try:
+            write_sysctl("net/ipv4/ip_forward", "0")
+        except OSError:
+            pass
+
+    def _host_route(self, host_idx: int, host_ifname: str, ip: ipaddress.IPv4Address) -> None:
+        try:
+            self.ipr.route("add", dst=f"{ip}/32", oif=host_idx, scope=RT_SCOPE_LINK)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+            routes = list(self.ipr.route("get", dst=str(ip)))
+            oifs = {r.get_attr("RTA_OIF") for r in routes}
+            if oifs != {host_idx}:
+                raise DataplaneError(
+                    f"route to {ip}/32 already exists on another interface; cannot add it to {host_ifname}"
+                ) from None
+
+    # ---- DEL -------------------------------------------------------------------------
+
+    def del_pod(self, netns_path: str, ifname: str, host_ifname: str) -> None:
+        """Remove the pair, by host name if given, else inside the netns. A missing
+        netns or link is success."""
+        if host_ifname and self._delete_host_link(host_ifname):
+            return
+        if not netns_path:
+            return
+        try:
+            nsfd = open_netns(netns_path)
+        except NetnsError:
+            return
+        try:
+            with self._pod_ipr(nsfd) as pod:
+                idx = self._index(pod, ifname)
+                if idx is not None:
+                    try:
+                        pod.link("del", index=idx)
+                    except NetlinkError as exc:
+                        if exc.code not in (errno.ENODEV, errno.ENOENT):
+                            raise
+        except NetnsError:
+            return
+        finally:
+            os.close(nsfd)
+
+    def host_link_exists(self, host_ifname: str) -> bool:
+        return self._index(self.ipr, host_ifname) is not None
+
+    # ---- CHECK -----------------------------------------------------------------------
+
+    def check_pod(
+        self, netns_path: str, ifname: str, host_ifname: str, addresses: Sequence[ipaddress.IPv4Interface]
+    ) -> list[str]:
+        """What is wrong with the attachment ([] when all is in place)."""
+        problems: list[str] = []
+        host_idx = self._index(self.ipr, host_ifname)
+        if host_idx is None:
+            return [f"host veth {host_ifname} is missing"]
+        link = list(self.ipr.link("get", index=host_idx))[0]
+        if (link.get_attr("IFLA_ADDRESS") or "").lower() != HOST_MAC:
+            problems.append(f"host veth {host_ifname} MAC is not {HOST_MAC}")
+        if not link["flags"] & 1:
+            problems.append(f"host veth {host_ifname} is down")
+        try:
+            with open(f"/proc/sys/net/ipv4/conf/{host_ifname}/proxy_arp") as f:
+                if f.read().strip() != "1":
+                    problems.append(f"proxy_arp is off on {host_ifname}")
+        except OSError:
+            problems.append(f"cannot read proxy_arp of {host_ifname}")
+        host_routes = {
+            (r.get_attr("RTA_DST"), r["dst_len"])
+            for r in self.ipr.route("dump", oif=host_idx)
+            if r.get_attr("RTA_OIF") == host_idx
+        }
+        for addr in addresses:
+            if (str(addr.ip), 32) not in host_routes:
+                problems.append(f"host route {addr.ip}/32 dev {host_ifname} is missing")
+        try:
+            nsfd = open_netns(netns_path)
+        except NetnsError as exc:
+            return [*problems, str(exc)]
+        try:
+            with self._pod_ipr(nsfd) as pod:
+                idx = self._index(pod, ifname)
+                if idx is None:
+                    return [*problems, f"container interface {ifname} is missing"]
+                have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in pod.addr("dump", index=idx)
+                        if a["index"] == idx}
+                for addr in addresses:
+                    if (str(addr.ip), 32) not in have:
+                        problems.append(f"address {addr.ip}/32 is missing on {ifname}")
+                routes = list(pod.route("dump"))
+                if not any(r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY") == GATEWAY for r in routes):
+                    problems.append(f"default route via {GATEWAY} is missing")
+                if not any(r.get_attr("RTA_DST") == GATEWAY and r["dst_len"] == 32 for r in routes):
+                    problems.append(f"route {GATEWAY} dev {ifname} scope link is missing")
+        finally:
+            os.close(nsfd)
+        return problems

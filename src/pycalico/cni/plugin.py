@@ -1,0 +1,661 @@
+"""The CNI verbs of ``pycalico`` (the network plugin) and ``pycalico-ipam``.
+
+``execute(role, env, stdin, runtime)`` is the one entry point. The launcher calls it
+in-process, the fast-path server calls it in the agent; both get the same
+``(exit_code, stdout)``. Errors never escape as tracebacks: they become spec JSON.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pycalico.cni import names
+from pycalico.cni.netconf import OWN_IPAM, NetConf, parse_netconf
+from pycalico.cni.spec import (
+    CHECK_FAILED,
+    DATAPLANE,
+    DELEGATE_FAILED,
+    INTERNAL,
+    INVALID_CONFIG,
+    LATEST,
+    NETNS_UNUSABLE,
+    NO_ADDRESSES,
+    NOT_AVAILABLE,
+    NOT_READY,
+    TRY_AGAIN_LATER,
+    UNKNOWN_NODE,
+    CniError,
+    CniRequest,
+    Interface,
+    IPConfig,
+    Result,
+    check_verb_version,
+    config_version,
+    decode_config,
+    version_result,
+)
+from pycalico.datastore.etcd import EtcdClient, TlsConfig
+from pycalico.errors import (
+    DatastoreError,
+    DatastoreUnavailable,
+    IPAMError,
+    NotReady,
+    PoolExhausted,
+    PycalicoError,
+    ResourceExists,
+    ResourceNotFound,
+    ValidationError,
+)
+from pycalico.ipam import IPAM
+from pycalico.model import ClusterInformation, Node, ResourceStore, WorkloadEndpoint, wep_name
+
+log = logging.getLogger("pycalico.cni")
+
+NETWORK_ANNOTATION = "pycalico.io/network"
+PLUGIN = "plugin"
+IPAM_ROLE = "ipam"
+
+
+# ---- runtime: what lives across requests (warm in the server, fresh in-process) -------------
+
+
+@dataclass
+class Context:
+    """Clients for one datastore (one set of etcd endpoints and TLS files)."""
+
+    client: EtcdClient
+    store: ResourceStore
+    ipam: IPAM
+
+
+class Runtime:
+    """Caches shared by requests: datastore contexts, per-thread netlink handles.
+
+    ``parallel`` (the server) runs IPAM and veth creation at the same time.
+    ``ready_ttl`` caches a positive ClusterInformation/Node check for that long.
+    """
+
+    def __init__(self, *, parallel: bool = False, ready_ttl: float = 0.0) -> None:
+        self.parallel = parallel
+        self.ready_ttl = ready_ttl
+        self._contexts: dict[tuple[str, ...], Context] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._ready: dict[tuple[Any, ...], float] = {}
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(4, "cni-io") if parallel else None
+        self._log_files: set[str] = set()
+
+    def context(self, conf: NetConf) -> Context:
+        key = (*conf.datastore_key, os.path.dirname(conf.ipam_lock_file))
+        with self._lock:
+            ctx = self._contexts.get(key)
+            if ctx is None:
+                tls = TlsConfig(conf.etcd_ca_cert_file, conf.etcd_cert_file, conf.etcd_key_file) \
+                    if conf.etcd_ca_cert_file else None
+                client = EtcdClient(list(conf.etcd_endpoints), tls, timeout=5.0, connect_timeout=2.0)
+                ctx = Context(client, ResourceStore(client), IPAM(client, lock_dir=key[-1] or None))
+                self._contexts[key] = ctx
+            return ctx
+
+    def dataplane(self) -> Any:
+        dp = getattr(self._local, "dataplane", None)
+        if dp is None:
+            from pycalico.cni.dataplane import Dataplane
+
+            dp = Dataplane()
+            self._local.dataplane = dp
+        return dp
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self._pool is not None
+        return self._pool.submit(fn, *args)
+
+    def ready_cached(self, key: tuple[Any, ...]) -> bool:
+        if self.ready_ttl <= 0:
+            return False
+        until = self._ready.get(key)
+        return until is not None and until > time.monotonic()
+
+    def mark_ready(self, key: tuple[Any, ...]) -> None:
+        if self.ready_ttl > 0:
+            self._ready[key] = time.monotonic() + self.ready_ttl
+
+    def setup_logging(self, conf: NetConf) -> None:
+        level = getattr(logging, conf.log_level.upper(), logging.INFO)
+        if log.level != level:
+            log.setLevel(level)
+        path = conf.log_file_path
+        if not path or path in self._log_files:
+            return
+        with self._lock:
+            if path in self._log_files:
+                return
+            self._log_files.add(path)
+            try:
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                handler = logging.FileHandler(path)
+            except OSError:
+                return  # logging must never break the plugin
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+            log.addHandler(handler)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        for ctx in self._contexts.values():
+            ctx.client.close()
+        dp = getattr(self._local, "dataplane", None)
+        if dp is not None:
+            dp.close()
+
+
+# ---- entry point --------------------------------------------------------------------------
+
+
+def execute(role: str, env: dict[str, str], stdin: bytes, runtime: Runtime) -> tuple[int, str]:
+    """Run one CNI invocation; returns (exit code, stdout text)."""
+    version = LATEST
+    command = env.get("CNI_COMMAND", "")
+    try:
+        req = CniRequest.from_env(env, stdin)
+        if req.command == "VERSION":
+            try:
+                raw = decode_config(stdin) if stdin.strip() else {}
+            except CniError:
+                raw = {}
+            v = raw.get("cniVersion")
+            return 0, json.dumps(version_result(v if isinstance(v, str) and v else LATEST))
+        raw = decode_config(stdin)
+        if isinstance(raw.get("cniVersion"), str) and raw["cniVersion"]:
+            version = raw["cniVersion"]
+        version = config_version(raw)
+        check_verb_version(req.command, version)
+        conf = parse_netconf(raw, version)
+        runtime.setup_logging(conf)
+        verbs = IPAM_VERBS if role == IPAM_ROLE else PLUGIN_VERBS
+        started = time.monotonic()
+        out = verbs[req.command](req, conf, runtime)
+        log.info("%s %s %s ok in %.1f ms", role, req.command, req.container_id,
+                 (time.monotonic() - started) * 1000)
+        return 0, json.dumps(out) if out is not None else ""
+    except BaseException as exc:  # noqa: BLE001 - every error becomes spec JSON
+        err = to_cni_error(exc, command)
+        if err.code >= INTERNAL and not isinstance(exc, CniError | PycalicoError):
+            log.exception("%s %s failed", role, command)
+        else:
+            log.warning("%s %s failed: code %d: %s", role, command, err.code, err.msg)
+        return err.code, json.dumps(err.to_json(version))
+
+
+def to_cni_error(exc: BaseException, command: str = "") -> CniError:
+    """The one mapping from pycalico errors to CNI codes."""
+    if isinstance(exc, CniError):
+        return exc
+    if isinstance(exc, DatastoreUnavailable):
+        code = NOT_AVAILABLE if command == "STATUS" else TRY_AGAIN_LATER
+        return CniError(code, "datastore unreachable, try again later", exc.detail)
+    if isinstance(exc, ValidationError):
+        return CniError(INVALID_CONFIG, f"invalid value: {exc}")
+    if isinstance(exc, NotReady):
+        return CniError(NOT_AVAILABLE if command == "STATUS" else NOT_READY, str(exc))
+    if isinstance(exc, PoolExhausted):
+        return CniError(NO_ADDRESSES, str(exc))
+    if isinstance(exc, IPAMError):
+        return CniError(NO_ADDRESSES, f"IPAM: {exc}")
+    if isinstance(exc, DatastoreError):
+        return CniError(TRY_AGAIN_LATER if command != "STATUS" else NOT_AVAILABLE, f"datastore error: {exc}")
+    if isinstance(exc, PycalicoError):
+        return CniError(INTERNAL, str(exc))
+    from pycalico.cni import dataplane as dpmod
+
+    if isinstance(exc, dpmod.NetnsError):
+        return CniError(NETNS_UNUSABLE, str(exc))
+    if isinstance(exc, dpmod.DataplaneError):
+        return CniError(DATAPLANE, str(exc))
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return CniError(INTERNAL, "interrupted")
+    return CniError(INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+
+# ---- shared helpers ------------------------------------------------------------------------
+
+
+def resolve_nodename(conf: NetConf) -> str:
+    if conf.nodename:
+        return conf.nodename
+    try:
+        with open(conf.nodename_file) as f:
+            name = f.read().strip()
+    except OSError:
+        name = ""
+    if not name:
+        raise CniError(UNKNOWN_NODE, f"node name unknown: {conf.nodename_file} is missing or empty; "
+                                     "check that pycalico-agent is running (it writes that file)")
+    return name
+
+
+def resolve_mtu(conf: NetConf) -> int:
+    if conf.mtu:
+        return conf.mtu
+    try:
+        with open(conf.mtu_file) as f:
+            value = int(f.read().strip())
+        if 68 <= value <= 65535:
+            return value
+    except (OSError, ValueError):
+        pass
+    return 1500
+
+
+def ensure_ready(ctx: Context, node: str, runtime: Runtime, conf: NetConf) -> None:
+    """ClusterInformation.datastoreReady must be true and the Node must exist."""
+    key = (*conf.datastore_key, node)
+    if runtime.ready_cached(key):
+        return
+    info = ctx.store.get(ClusterInformation, "default")
+    if info is None or not info.datastore_ready:
+        raise NotReady("the datastore is not ready (ClusterInformation 'default' "
+                       f"{'is missing' if info is None else 'has datastoreReady=false'}); refusing to add pods")
+    if ctx.store.get(Node, node) is None:
+        raise CniError(UNKNOWN_NODE, f"node {node!r} is not registered in the datastore; "
+                                     "check that pycalico-agent is running on this node")
+    runtime.mark_ready(key)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f +0000 UTC")
+
+
+def ipam_attrs(node: str, w: names.Workload) -> dict[str, str]:
+    attrs = {"node": node, "timestamp": _now()}
+    if w.is_k8s:
+        attrs["pod"] = w.workload
+        attrs["namespace"] = w.namespace
+    return attrs
+
+
+# ---- delegated IPAM (any type other than pycalico-ipam), executed per spec -----------------
+
+
+def find_plugin(req: CniRequest, ptype: str) -> str:
+    for directory in req.path:
+        candidate = os.path.join(directory, ptype)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise CniError(INVALID_CONFIG, f"invalid network config: ipam.type: plugin {ptype!r} not found in "
+                                   f"CNI_PATH {req.path}")
+
+
+def exec_plugin(req: CniRequest, ptype: str, command: str, stdin: bytes) -> dict[str, Any] | None:
+    binary = find_plugin(req, ptype)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    env.update({k: v for k, v in req.env.items() if k.startswith("CNI_")})
+    env["CNI_COMMAND"] = command
+    try:
+        proc = subprocess.run([binary], input=stdin, env=env, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CniError(DELEGATE_FAILED, f"delegated plugin {ptype} failed to run: {exc}") from None
+    out = proc.stdout.strip()
+    if proc.returncode != 0:
+        try:
+            err = json.loads(out)
+            raise CniError(int(err.get("code") or DELEGATE_FAILED), f"{ptype}: {err.get('msg', '')}",
+                           str(err.get("details", "")))
+        except (ValueError, AttributeError, TypeError):
+            raise CniError(DELEGATE_FAILED, f"{ptype} exited {proc.returncode}: "
+                                            f"{proc.stderr.decode(errors='replace')[-300:]}") from None
+    if not out:
+        return None
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise CniError(DELEGATE_FAILED, f"{ptype} printed a result that is not JSON") from None
+
+
+# ---- IPAM steps used by both roles ----------------------------------------------------------
+
+
+def ipam_assign(req: CniRequest, conf: NetConf, ctx: Context, node: str,
+                w: names.Workload) -> list[ipaddress.IPv4Interface]:
+    """Block-masked addresses for this attachment."""
+    if conf.ipam.type == OWN_IPAM:
+        got = ctx.ipam.auto_assign(names.handle_id(conf.name, req.container_id), ipam_attrs(node, w), node, 1,
+                                   pools=conf.ipam.ipv4_pools or None)
+        return [ipaddress.IPv4Interface(str(i)) for i in got if i.version == 4]
+    result = exec_plugin(req, conf.ipam.type, "ADD", req.stdin) or {}
+    parsed = Result.from_json(result)
+    out = [ipaddress.ip_interface(ip.address) for ip in parsed.ips]
+    v4 = [i for i in out if i.version == 4]
+    if not v4:
+        exec_plugin(req, conf.ipam.type, "DEL", req.stdin)
+        raise CniError(NO_ADDRESSES, f"IPAM plugin {conf.ipam.type} returned no IPv4 address")
+    return v4  # type: ignore[return-value]
+
+
+def ipam_undo(req: CniRequest, conf: NetConf, ctx: Context, assigned: list[ipaddress.IPv4Interface]) -> None:
+    """Roll back an ADD's assignment: only the addresses this ADD took."""
+    try:
+        if conf.ipam.type == OWN_IPAM:
+            if assigned:
+                ctx.ipam.release_ips([str(a.ip) for a in assigned])
+        else:
+            exec_plugin(req, conf.ipam.type, "DEL", req.stdin)
+    except Exception:  # noqa: BLE001 - the original error is what the runtime must see
+        log.exception("rolling back IPAM for %s failed", req.container_id)
+
+
+def ipam_release(req: CniRequest, conf: NetConf, ctx: Context, w: names.Workload) -> None:
+    if conf.ipam.type == OWN_IPAM:
+        ctx.ipam.release_by_handle(names.handle_id(conf.name, req.container_id))
+        ctx.ipam.release_by_handle(names.legacy_handle_id(w))
+    else:
+        exec_plugin(req, conf.ipam.type, "DEL", req.stdin)
+
+
+# ---- pycalico (network plugin) verbs --------------------------------------------------------
+
+
+def _workload(req: CniRequest) -> names.Workload:
+    return names.workload_from(req.args, req.container_id, req.ifname)
+
+
+def _wep(conf: NetConf, node: str, w: names.Workload, host_if: str, mac: str,
+         addrs: list[ipaddress.IPv4Interface]) -> WorkloadEndpoint:
+    spec: dict[str, Any] = {
+        "orchestrator": w.orchestrator,
+        "node": node,
+        "containerID": w.container_id,
+        "endpoint": w.ifname,
+        "ipNetworks": [f"{a.ip}/32" for a in addrs],
+        "profiles": [f"kns.{w.namespace}"] if w.is_k8s else [conf.name],
+        "interfaceName": host_if,
+        "mac": mac,
+    }
+    if w.is_k8s:
+        spec["pod"] = w.workload
+        spec["workload"] = ""
+    else:
+        spec["workload"] = w.workload
+    return WorkloadEndpoint(wep_name(node, w.orchestrator, w.workload, w.ifname), spec, namespace=w.namespace,
+                            metadata={"annotations": {NETWORK_ANNOTATION: conf.name}})
+
+
+def _result(req: CniRequest, host_if: str, mac: str, mtu: int, addrs: list[ipaddress.IPv4Interface]) -> Result:
+    return Result(
+        interfaces=[Interface(host_if, "ee:ee:ee:ee:ee:ee"), Interface(req.ifname, mac, req.netns, mtu)],
+        ips=[IPConfig(f"{a.ip}/32", 1) for a in addrs],
+    )
+
+
+def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
+    node = resolve_nodename(conf)
+    ctx = rt.context(conf)
+    w = _workload(req)
+    host_if = names.host_veth_name(w)
+    mtu = resolve_mtu(conf)
+    dp = rt.dataplane()
+
+    if rt.parallel:
+        # Readiness and IPAM on a helper thread while this one builds the veth.
+        def datastore_part() -> list[ipaddress.IPv4Interface]:
+            ensure_ready(ctx, node, rt, conf)
+            return ipam_assign(req, conf, ctx, node, w)
+
+        future = rt.submit(datastore_part)
+        try:
+            pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu)
+        except BaseException:
+            try:
+                assigned = future.result()
+            except BaseException:  # noqa: BLE001 - the dataplane error wins
+                assigned = []
+            if assigned:
+                ipam_undo(req, conf, ctx, assigned)
+            raise
+        try:
+            addrs = future.result()
+        except BaseException:
+            dp.abort_pod(pending)
+            raise
+    else:
+        ensure_ready(ctx, node, rt, conf)
+        pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu)
+        try:
+            addrs = ipam_assign(req, conf, ctx, node, w)
+        except BaseException:
+            dp.abort_pod(pending)
+            raise
+
+    try:
+        dp.finish_pod(pending, [ipaddress.IPv4Interface(f"{a.ip}/32") for a in addrs])
+        wep = _wep(conf, node, w, host_if, pending.container_mac, addrs)
+        try:
+            ctx.store.create(wep)
+        except ResourceExists:
+            # A stale endpoint of an earlier attempt (its interface is gone, or we would
+            # have failed above): this attachment replaces it.
+            ctx.store.apply(wep)
+    except BaseException:
+        dp.abort_pod(pending)
+        ipam_undo(req, conf, ctx, addrs)
+        raise
+    return _result(req, host_if, pending.container_mac, mtu, addrs).to_json(conf.cni_version)
+
+
+def plugin_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
+    w = _workload(req)
+    host_if = names.host_veth_name(w)
+    node = resolve_nodename(conf)
+    ctx = rt.context(conf)
+    dp = rt.dataplane()
+    name = wep_name(node, w.orchestrator, w.workload, w.ifname)
+
+    def datastore_part() -> bool:
+        """Release addresses and the endpoint; True when the endpoint was ours (or gone)."""
+        ipam_release(req, conf, ctx, w)
+        wep = ctx.store.get(WorkloadEndpoint, name, w.namespace)
+        if wep is None:
+            return True
+        if wep.container_id and wep.container_id != req.container_id:
+            # Kubernetes: a newer sandbox of the same pod owns the endpoint now.
+            return False
+        ctx.store.delete(WorkloadEndpoint, name, w.namespace, resource_version=wep.resource_version)
+        return True
+
+    def dataplane_part(owned: bool | None) -> None:
+        if req.netns and os.path.exists(req.netns):
+            dp.del_pod(req.netns, req.ifname, "")
+        elif not w.is_k8s or owned:
+            # No netns: a plain-CNI host veth name is unique to the container; a pod's
+            # only when the endpoint was ours.
+            dp.del_pod("", req.ifname, host_if)
+
+    if rt.parallel and req.netns and os.path.exists(req.netns):
+        future = rt.submit(datastore_part)
+        dp_error: BaseException | None = None
+        try:
+            dataplane_part(None)
+        except BaseException as exc:  # noqa: BLE001 - finish the datastore part first
+            dp_error = exc
+        future.result()
+        if dp_error is not None:
+            raise dp_error
+        return
+    owned: bool | None = None
+    dp_error = None
+    try:
+        owned = datastore_part()
+    except DatastoreError as exc:
+        dp_error = exc
+    dataplane_part(owned)
+    if dp_error is not None:
+        raise dp_error
+
+
+def _addrs_from_prev(conf: NetConf) -> list[ipaddress.IPv4Interface]:
+    if not conf.prev_result:
+        return []
+    prev = Result.from_json(conf.prev_result)
+    return [ipaddress.IPv4Interface(ip.address) for ip in prev.ips if ":" not in ip.address]
+
+
+def plugin_check(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
+    if conf.prev_result is None:
+        raise CniError(INVALID_CONFIG, "invalid network config: prevResult: required for CHECK")
+    node = resolve_nodename(conf)
+    ctx = rt.context(conf)
+    w = _workload(req)
+    host_if = names.host_veth_name(w)
+    name = wep_name(node, w.orchestrator, w.workload, w.ifname)
+    wep = ctx.store.get(WorkloadEndpoint, name, w.namespace)
+    if wep is None or wep.container_id != req.container_id:
+        raise CniError(CHECK_FAILED, f"WorkloadEndpoint {w.namespace}/{name} is missing")
+    expected = _addrs_from_prev(conf)
+    have = sorted(ipaddress.IPv4Interface(n) for n in wep.ip_networks)
+    if sorted(ipaddress.IPv4Interface(f"{a.ip}/32") for a in expected) != have:
+        raise CniError(CHECK_FAILED, f"addresses in prevResult {[str(a) for a in expected]} differ from the "
+                                     f"WorkloadEndpoint's {[str(a) for a in have]}")
+    if conf.ipam.type == OWN_IPAM:
+        owned = {str(ip) for ip in ctx.ipam.ips_by_handle(names.handle_id(conf.name, req.container_id))}
+        missing = [str(a.ip) for a in have if str(a.ip) not in owned]
+        if missing:
+            raise CniError(CHECK_FAILED, f"addresses {missing} are not allocated to this container in IPAM")
+    problems = rt.dataplane().check_pod(req.netns, req.ifname, host_if, have)
+    if problems:
+        raise CniError(CHECK_FAILED, "; ".join(problems))
+    return None
+
+
+def plugin_status(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
+    _status(conf, rt)
+    if conf.ipam.type != OWN_IPAM:
+        exec_plugin(req, conf.ipam.type, "STATUS", req.stdin)
+
+
+def _status(conf: NetConf, rt: Runtime) -> None:
+    try:
+        node = resolve_nodename(conf)
+    except CniError as exc:
+        raise CniError(NOT_AVAILABLE, exc.msg) from None
+    ctx = rt.context(conf)
+    info = ctx.store.get(ClusterInformation, "default")
+    if info is None or not info.datastore_ready:
+        raise CniError(NOT_AVAILABLE, "the datastore is not ready (ClusterInformation datastoreReady is not true)")
+    if ctx.store.get(Node, node) is None:
+        raise CniError(NOT_AVAILABLE, f"node {node!r} is not registered yet")
+
+
+def _valid(conf: NetConf) -> tuple[set[str], set[tuple[str, str]]]:
+    attachments = conf.valid_attachments or []
+    ids = {a["containerID"] for a in attachments}
+    pairs = {(a["containerID"], str(a.get("ifname", ""))) for a in attachments}
+    return ids, pairs
+
+
+def gc_ipam(conf: NetConf, ctx: Context, node: str) -> list[str]:
+    """Release handles of this network on this node whose container is not valid."""
+    ids, _ = _valid(conf)
+    prefix = f"{conf.name}."
+    stale: set[str] = set()
+    for block in ctx.ipam.blocks():
+        for _, attr in block.allocated():
+            handle = attr.get("handle_id") or ""
+            if not handle.startswith(prefix):
+                continue
+            if (attr.get("secondary") or {}).get("node") != node:
+                continue
+            if handle[len(prefix):] not in ids:
+                stale.add(handle)
+    for handle in sorted(stale):
+        try:
+            ctx.ipam.release_by_handle(handle)
+        except PycalicoError:  # keep going: GC is best effort per attachment
+            log.exception("GC: releasing %s failed", handle)
+    return sorted(stale)
+
+
+def plugin_gc(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
+    node = resolve_nodename(conf)
+    ctx = rt.context(conf)
+    _, pairs = _valid(conf)
+    for wep in ctx.store.list(WorkloadEndpoint):
+        if wep.node != node:
+            continue
+        if (wep.metadata.get("annotations") or {}).get(NETWORK_ANNOTATION) != conf.name:
+            continue
+        if (wep.container_id, str(wep.spec.get("endpoint", ""))) in pairs:
+            continue
+        try:
+            ctx.store.delete(WorkloadEndpoint, wep.name, wep.namespace, resource_version=wep.resource_version)
+        except PycalicoError:
+            log.exception("GC: deleting endpoint %s failed", wep.name)
+        if wep.spec.get("orchestrator") == "cni" and wep.interface_name:
+            try:
+                rt.dataplane().del_pod("", "", wep.interface_name)
+            except Exception:  # noqa: BLE001
+                log.exception("GC: deleting %s failed", wep.interface_name)
+    if conf.ipam.type == OWN_IPAM:
+        gc_ipam(conf, ctx, node)
+    else:
+        exec_plugin(req, conf.ipam.type, "GC", req.stdin)
+
+
+# ---- pycalico-ipam verbs ----------------------------------------------------------------
+
+
+def ipam_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
+    node = resolve_nodename(conf)
+    ctx = rt.context(conf)
+    ensure_ready(ctx, node, rt, conf)
+    w = _workload(req)
+    got = ctx.ipam.auto_assign(names.handle_id(conf.name, req.container_id), ipam_attrs(node, w), node, 1,
+                               pools=conf.ipam.ipv4_pools or None)
+    return Result(ips=[IPConfig(str(i)) for i in got]).to_json(conf.cni_version)
+
+
+def ipam_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
+    ctx = rt.context(conf)
+    w = _workload(req)
+    ctx.ipam.release_by_handle(names.handle_id(conf.name, req.container_id))
+    ctx.ipam.release_by_handle(names.legacy_handle_id(w))
+
+
+def ipam_check(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
+    ctx = rt.context(conf)
+    owned = {str(ip) for ip in ctx.ipam.ips_by_handle(names.handle_id(conf.name, req.container_id))}
+    if not owned:
+        raise CniError(CHECK_FAILED, f"no addresses are allocated to container {req.container_id}")
+    missing = [str(a.ip) for a in _addrs_from_prev(conf) if str(a.ip) not in owned]
+    if missing:
+        raise CniError(CHECK_FAILED, f"addresses {missing} are not allocated to container {req.container_id}")
+
+
+def ipam_status(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
+    _status(conf, rt)
+
+
+def ipam_gc(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
+    gc_ipam(conf, rt.context(conf), resolve_nodename(conf))
+
+
+Verb = Callable[[CniRequest, NetConf, Runtime], Any]
+
+PLUGIN_VERBS: dict[str, Verb] = {
+    "ADD": plugin_add, "DEL": plugin_del, "CHECK": plugin_check, "STATUS": plugin_status, "GC": plugin_gc,
+}
+IPAM_VERBS: dict[str, Verb] = {
+    "ADD": ipam_add, "DEL": ipam_del, "CHECK": ipam_check, "STATUS": ipam_status, "GC": ipam_gc,
+}
+
+__all__ = ["Runtime", "execute", "to_cni_error", "ResourceNotFound"]

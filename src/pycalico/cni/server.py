@@ -1,0 +1,182 @@
+"""The CNI fast-path server: runs inside the agent, answers the launcher (design.md §5).
+
+The agent calls::
+
+    from pycalico.cni.server import start_server
+    server = start_server()            # /var/run/pycalico/cni.sock, 0600
+    ...
+    server.stop()
+
+It keeps the etcd connections, the netlink sockets (one per worker thread) and
+pyroute2 imported, so an ADD costs the launcher's start plus the real work.
+``python -m pycalico.cni.server --socket PATH`` runs one standalone (tests, bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from pycalico.cni.launcher import DEFAULT_SOCKET
+from pycalico.cni.plugin import Runtime, execute
+
+log = logging.getLogger("pycalico.cni.server")
+
+MAX_REQUEST = 4 * 1024 * 1024
+
+
+class CniServer:
+    """A unix-socket server with a fixed pool of worker threads.
+
+    Each worker keeps its own netlink handle (pyroute2 sockets are thread-affine);
+    datastore clients are shared through the Runtime.
+    """
+
+    def __init__(self, socket_path: str = DEFAULT_SOCKET, *, workers: int = 8, ready_ttl: float = 1.0) -> None:
+        self.socket_path = socket_path
+        self.workers = workers
+        self.runtime = Runtime(parallel=True, ready_ttl=ready_ttl)
+        self._sock: socket.socket | None = None
+        self._queue: queue.Queue[socket.socket | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> CniServer:
+        directory = os.path.dirname(self.socket_path)
+        if directory:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+        try:
+            os.unlink(self.socket_path)  # a stale socket of a previous agent
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            sock.bind(self.socket_path)
+        finally:
+            os.umask(old)
+        os.chmod(self.socket_path, 0o600)
+        sock.listen(128)
+        self._sock = sock
+        for i in range(self.workers):
+            t = threading.Thread(target=self._worker, name=f"cni-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        acceptor = threading.Thread(target=self._accept_loop, name="cni-accept", daemon=True)
+        acceptor.start()
+        self._threads.append(acceptor)
+        log.info("CNI fast path listening on %s", self.socket_path)
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()
+        try:
+            os.unlink(self.socket_path)
+        except OSError:
+            pass
+        for _ in range(self.workers):
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout=5)
+        self.runtime.close()
+
+    def __enter__(self) -> CniServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- serving -----------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        assert self._sock is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                continue
+            self._queue.put(conn)
+
+    def _worker(self) -> None:
+        while True:
+            conn = self._queue.get()
+            if conn is None:
+                return
+            try:
+                self._serve(conn)
+            except Exception:  # noqa: BLE001 - one bad client must not kill a worker
+                log.exception("CNI request failed")
+            finally:
+                conn.close()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(30)
+        chunks = []
+        size = 0
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            size += len(data)
+            if size > MAX_REQUEST:
+                return
+            chunks.append(data)
+        request = json.loads(b"".join(chunks))
+        code, out = self.handle(request)
+        conn.sendall(json.dumps({"code": code, "stdout": out}).encode())
+
+    def handle(self, request: dict[str, Any]) -> tuple[int, str]:
+        role = request.get("role") if request.get("role") in ("plugin", "ipam") else "plugin"
+        env = {str(k): str(v) for k, v in (request.get("env") or {}).items() if str(k).startswith("CNI_")}
+        stdin = str(request.get("stdin") or "").encode("utf-8", "surrogateescape")
+        return execute(role, env, stdin, self.runtime)
+
+
+def start_server(socket_path: str | None = None, **kwargs: Any) -> CniServer:
+    """Start serving the fast path on ``socket_path`` (default /var/run/pycalico/cni.sock,
+    or $PYCALICO_CNI_SOCKET) in background threads; returns the server to ``stop()``."""
+    path = socket_path or os.environ.get("PYCALICO_CNI_SOCKET") or DEFAULT_SOCKET
+    return CniServer(path, **kwargs).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="pycalico CNI fast-path server (normally run by the agent)")
+    parser.add_argument("--socket", default=os.environ.get("PYCALICO_CNI_SOCKET") or DEFAULT_SOCKET)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--ready-file", default="", help="touch this file once listening")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    # The dataplane module (pyroute2) is imported now, not on the first request.
+    import pycalico.cni.dataplane  # noqa: F401
+
+    server = start_server(args.socket, workers=args.workers)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.ready_file:
+        with open(args.ready_file, "w") as f:
+            f.write(str(os.getpid()))
+    stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
