@@ -1,0 +1,241 @@
+"""Make the kernel match a ``Desired``: devices, routes, neighbours, FDB.
+
+Writes go through ``ip -batch``/``bridge -batch`` (one process for thousands of
+changes); reads through ``ip -j``. The agent owns only:
+routes carrying its route protocol (Felix's 80 by default), the ``vxlan.calico``
+and ``tunl0`` devices, and permanent neighbour/FDB entries on ``vxlan.calico``.
+Every other route — BIRD's, the CNI plugin's, the operator's — is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycalico.agent.calc import IPIP_DEVICE, VXLAN_DEVICE, Desired, IpipDevice, Route, VxlanDevice
+
+log = logging.getLogger(__name__)
+
+
+class DataplaneError(Exception):
+    pass
+
+
+def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> str:
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise DataplaneError(f"{' '.join(argv[:4])}: {proc.stderr.strip()[:500]}")
+    return proc.stdout
+
+
+def _json(argv: list[str]) -> list[dict[str, Any]]:
+    out = _run(argv, check=False)
+    if not out.strip():
+        return []
+    try:
+        data = json.loads(out)
+    except json.JSONDecodeError:
+        return []
+    return data if isinstance(data, list) else []
+
+
+def route_from_kernel(entry: dict[str, Any]) -> Route:
+    kind = entry.get("type", "unicast")
+    dst = entry["dst"]
+    if dst != "default" and "/" not in dst:
+        dst += "/32"
+    if kind == "blackhole":
+        return Route(dst, "blackhole")
+    return Route(dst, "unicast", entry.get("gateway"), entry.get("dev"), "onlink" in (entry.get("flags") or []),
+                 entry.get("scope") == "link" and not entry.get("gateway"))
+
+
+@dataclass
+class ApplyStats:
+    routes_added: int = 0
+    routes_removed: int = 0
+    neigh_changed: int = 0
+    fdb_changed: int = 0
+    devices_changed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> int:
+        return self.routes_added + self.routes_removed + self.neigh_changed + self.fdb_changed + self.devices_changed
+
+
+class Dataplane:
+    def __init__(self, protocol: int = 80) -> None:
+        self.protocol = protocol
+        self._ipip_supported: bool | None = None
+        self.routes_programmed = 0
+
+    # ---- reads ---------------------------------------------------------------------------
+    def our_routes(self) -> dict[str, Route]:
+        out: dict[str, Route] = {}
+        for entry in _json(["ip", "-j", "-4", "route", "show", "table", "main", "proto", str(self.protocol)]):
+            route = route_from_kernel(entry)
+            out[route.dst] = route
+        return out
+
+    def link(self, name: str) -> dict[str, Any] | None:
+        links = _json(["ip", "-j", "-d", "addr", "show", "dev", name])
+        return links[0] if links else None
+
+    def links(self) -> set[str]:
+        return {entry["ifname"] for entry in _json(["ip", "-j", "link", "show"])}
+
+    # ---- devices -------------------------------------------------------------------------
+    def ensure_vxlan(self, want: VxlanDevice | None, stats: ApplyStats) -> None:
+        have = self.link(VXLAN_DEVICE)
+        if want is None:
+            if have is not None:
+                _run(["ip", "link", "del", VXLAN_DEVICE])
+                stats.devices_changed += 1
+            return
+        if have is not None:
+            data = (have.get("linkinfo") or {}).get("info_data") or {}
+            kind = (have.get("linkinfo") or {}).get("info_kind")
+            if (kind != "vxlan" or data.get("id") != want.vni or data.get("port") != want.port
+                    or data.get("local") != want.local or data.get("link") != want.parent):
+                log.info("recreating %s: parameters changed", VXLAN_DEVICE)
+                _run(["ip", "link", "del", VXLAN_DEVICE])
+                have = None
+        if have is None:
+            _run(["ip", "link", "add", VXLAN_DEVICE, "type", "vxlan", "id", str(want.vni), "dstport",
+                  str(want.port), "local", want.local, "dev", want.parent, "nolearning"])
+            stats.devices_changed += 1
+            have = self.link(VXLAN_DEVICE) or {}
+        self._settle_device(VXLAN_DEVICE, have, want.mac, want.mtu, want.address, stats)
+
+    def ipip_supported(self) -> bool:
+        if self._ipip_supported is None:
+            if self.link(IPIP_DEVICE) is not None:
+                self._ipip_supported = True
+            else:
+                proc = subprocess.run(["ip", "link", "add", IPIP_DEVICE, "type", "ipip"], capture_output=True)
+                self._ipip_supported = proc.returncode == 0 or self.link(IPIP_DEVICE) is not None
+                if not self._ipip_supported:
+                    log.warning("this kernel has no ipip support: IPIP routes are computed but not programmed")
+        return self._ipip_supported
+
+    def ensure_ipip(self, want: IpipDevice | None, stats: ApplyStats) -> bool:
+        """Returns whether tunl0 is usable."""
+        if want is None:
+            return False
+        if not self.ipip_supported():
+            return False
+        have = self.link(IPIP_DEVICE) or {}
+        self._settle_device(IPIP_DEVICE, have, None, want.mtu, want.address, stats)
+        return True
+
+    def _settle_device(self, name: str, have: dict[str, Any], mac: str | None, mtu: int, address: str,
+                       stats: ApplyStats) -> None:
+        cmds: list[list[str]] = []
+        if mac and str(have.get("address", "")).lower() != mac:
+            cmds.append(["ip", "link", "set", name, "address", mac])
+        if have.get("mtu") != mtu:
+            cmds.append(["ip", "link", "set", name, "mtu", str(mtu)])
+        if "UP" not in (have.get("flags") or []):
+            cmds.append(["ip", "link", "set", name, "up"])
+        addrs = [(a.get("local"), a.get("prefixlen")) for a in have.get("addr_info") or [] if a.get("family") == "inet"]
+        for local, plen in addrs:
+            if (local, plen) != (address, 32):
+                cmds.append(["ip", "addr", "del", f"{local}/{plen}", "dev", name])
+        if (address, 32) not in addrs:
+            cmds.append(["ip", "addr", "replace", f"{address}/32", "dev", name])
+        for cmd in cmds:
+            _run(cmd)
+        if cmds:
+            stats.devices_changed += 1
+
+    # ---- neighbours and FDB --------------------------------------------------------------
+    def sync_vxlan_peers(self, desired: Desired, stats: ApplyStats) -> None:
+        if desired.vxlan is None:
+            return
+        have_n = {e["dst"]: str(e.get("lladdr", "")).lower()
+                  for e in _json(["ip", "-j", "-4", "neigh", "show", "dev", VXLAN_DEVICE])
+                  if "PERMANENT" in (e.get("state") or [])}
+        lines = []
+        for ip, mac in desired.vxlan_neighbours.items():
+            if have_n.get(ip) != mac:
+                lines.append(f"neigh replace {ip} lladdr {mac} dev {VXLAN_DEVICE} nud permanent")
+        for ip in have_n.keys() - desired.vxlan_neighbours.keys():
+            lines.append(f"neigh del {ip} dev {VXLAN_DEVICE}")
+        if lines:
+            self._batch("ip", lines, stats)
+            stats.neigh_changed += len(lines)
+        fdb = _json(["bridge", "-j", "fdb", "show", "dev", VXLAN_DEVICE])
+        have_f = {str(e["mac"]).lower(): e.get("dst") for e in fdb
+                  if e.get("state") == "permanent" and e.get("dst") and e.get("mac") != "00:00:00:00:00:00"}
+        lines = []
+        for mac, dst in desired.vxlan_fdb.items():
+            if have_f.get(mac) != dst:
+                lines.append(f"fdb replace {mac} dev {VXLAN_DEVICE} dst {dst} self permanent")
+        for mac in have_f.keys() - desired.vxlan_fdb.keys():
+            lines.append(f"fdb del {mac} dev {VXLAN_DEVICE} dst {have_f[mac]} self")
+        if lines:
+            self._batch("bridge", lines, stats)
+            stats.fdb_changed += len(lines)
+
+    def _batch(self, tool: str, lines: list[str], stats: ApplyStats) -> None:
+        proc = subprocess.run([tool, "-force", "-batch", "-"], input="\n".join(lines) + "\n",
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            for line in proc.stderr.strip().splitlines()[:20]:
+                stats.errors.append(line)
+            log.warning("%s batch: %s", tool, proc.stderr.strip()[:1000])
+
+    # ---- routes ----------------------------------------------------------------------------
+    def sync_routes(self, desired: Desired, stats: ApplyStats, *, ipip_ready: bool, vxlan_ready: bool) -> None:
+        want = dict(desired.routes)
+        for dst, route in list(want.items()):
+            if route.dev == IPIP_DEVICE and not ipip_ready:
+                del want[dst]
+            if route.dev == VXLAN_DEVICE and not vxlan_ready:
+                del want[dst]
+        have = self.our_routes()
+        lines = []
+        proto = str(self.protocol)
+        for dst, route in want.items():
+            if have.get(dst) != route:
+                lines.append("route replace " + " ".join(route.ip_args()) + f" proto {proto}")
+                stats.routes_added += 1
+        # workload /32s: made by the CNI plugin; repaired (with our protocol) only when missing
+        if desired.workload_routes:
+            existing = {route_from_kernel(e).dst for e in _json(["ip", "-j", "-4", "route", "show", "table", "main",
+                                                                 "scope", "link"])}
+            links = self.links()
+            for dst, route in desired.workload_routes.items():
+                if dst not in existing and route.dev in links:
+                    lines.append("route replace " + " ".join(route.ip_args()) + f" proto {proto}")
+                    stats.routes_added += 1
+        for dst in have.keys() - want.keys() - desired.workload_routes.keys():
+            lines.append(f"route del {dst} proto {proto}" if have[dst].kind != "blackhole"
+                         else f"route del blackhole {dst} proto {proto}")
+            stats.routes_removed += 1
+        if lines:
+            self._batch("ip", lines, stats)
+        self.routes_programmed = len(want)
+
+    # ---- all -------------------------------------------------------------------------------
+    def apply(self, desired: Desired) -> ApplyStats:
+        stats = ApplyStats()
+        vxlan_ready = False
+        try:
+            self.ensure_vxlan(desired.vxlan, stats)
+            vxlan_ready = desired.vxlan is not None
+        except DataplaneError as exc:
+            stats.errors.append(str(exc))
+        ipip_ready = False
+        try:
+            ipip_ready = self.ensure_ipip(desired.ipip, stats)
+        except DataplaneError as exc:
+            stats.errors.append(str(exc))
+        if vxlan_ready:
+            self.sync_vxlan_peers(desired, stats)
+        self.sync_routes(desired, stats, ipip_ready=ipip_ready, vxlan_ready=vxlan_ready)
+        return stats

@@ -1,0 +1,335 @@
+"""pycalico-agent: Felix's job on one node.
+
+Startup (register the Node, default pool, ClusterInformation, tunnel addresses,
+MTU file), then list-then-watch pools, nodes, workload endpoints and IPAM
+blocks into a cache; a reconciler thread recomputes the whole dataplane on
+every change (batched) and at least every ``PYCALICO_RESYNC_INTERVAL`` seconds,
+which is what repairs drift. Health on 127.0.0.1:9099, metrics on :9091, a
+status key under a lease, sd_notify READY/WATCHDOG, and the CNI fast path
+socket when ``pycalico.cni.server`` is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from pycalico.agent import autodetect, startup
+from pycalico.agent.calc import Block, compute
+from pycalico.agent.dataplane import Dataplane
+from pycalico.agent.health import Health, Metrics, sd_notify, start_watchdog, status_json
+from pycalico.agent.nat import NatError, NatOutgoing
+from pycalico.agent.settings import AgentSettings
+from pycalico.config import DatastoreSettings
+from pycalico.datastore.etcd import EtcdClient, KeyValue, WatchEvent
+from pycalico.datastore.lease import LeaseKeeper
+from pycalico.datastore.watch import PrefixWatcher
+from pycalico.errors import DatastoreError, PycalicoError
+from pycalico.model import IPPool, Node, ResourceStore, WorkloadEndpoint, keys
+
+log = logging.getLogger("pycalico.agent")
+
+SOURCES: dict[str, tuple[str, Any]] = {
+    "pools": (keys.resource_prefix(IPPool.PLURAL), IPPool),
+    "nodes": (keys.resource_prefix(Node.PLURAL), Node),
+    "weps": (keys.resource_prefix(WorkloadEndpoint.PLURAL), WorkloadEndpoint),
+    "blocks": (keys.BLOCK_PREFIX_V4, Block),
+}
+
+
+def _parse(cls: Any, kv: KeyValue) -> Any:
+    data = json.loads(kv.value)
+    return cls.from_json(data)
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, client: EtcdClient) -> None:
+        self.settings = settings
+        self.client = client
+        self.store = ResourceStore(client)
+        self.health = Health()
+        self.metrics = Metrics()
+        self.dataplane = Dataplane(settings.route_protocol)
+        self.nat = NatOutgoing(settings.iptables_backend)
+        self.cache: dict[str, dict[str, Any]] = {name: {} for name in SOURCES}
+        self._lock = threading.Lock()
+        self.dirty = threading.Event()
+        self.stop_event = threading.Event()
+        self.watchers: list[PrefixWatcher] = []
+        self.lease: LeaseKeeper | None = None
+        self.started = time.time()
+        self.first_apply_done = False
+        self.parent = "eth0"
+        self.host_mtu = 1500
+        self._tunnel_fingerprint = ""
+        self.ipam: Any = None
+        self.cni_server: Any = None
+
+    # ---- startup ------------------------------------------------------------------------
+    def _ipam(self) -> Any:
+        if self.ipam is None:
+            from pycalico.ipam import IPAM  # the lead's module; imported late so a missing one fails clearly
+
+            self.ipam = IPAM(self.client, lock_dir=str(self.settings.run_dir))
+        return self.ipam
+
+    def run_startup(self) -> None:
+        s = self.settings
+        ifaces = autodetect.interfaces()
+        existing = self.store.get(Node, s.nodename)
+        address = startup.determine_address(s, existing, ifaces)
+        if address is None:
+            raise startup.StartupError(f"no IPv4 address found with {s.autodetection_method!r}")
+        if existing is None or existing.ip != str(address.ip):
+            startup.check_address_unique(self.store, s, address)
+        found = autodetect.find_interface(ifaces, address.ip)
+        if found:
+            self.parent = found[0].name
+        self.host_mtu = autodetect.host_mtu(ifaces)
+        startup.ensure_cluster_information(self.store, s)
+        startup.register_node(self.store, s, address)
+        startup.ensure_default_pool(self.store, s)
+        startup.ensure_tunnel_addresses(self.store, self._ipam(), s.nodename)
+        mtu = startup.write_mtu(s, self.store.list(IPPool), ifaces)
+        startup.write_file(s.nodename_file, s.nodename + "\n")
+        log.info("node %s registered at %s (uplink %s, pod MTU %d)", s.nodename, address, self.parent, mtu)
+
+    # ---- watch cache ----------------------------------------------------------------------
+    def _on_sync(self, name: str, kvs: list[KeyValue], revision: int) -> None:
+        cls = SOURCES[name][1]
+        fresh: dict[str, Any] = {}
+        for kv in kvs:
+            try:
+                item = _parse(cls, kv)
+            except (ValueError, PycalicoError, KeyError, TypeError) as exc:
+                log.warning("ignoring %s: %s", kv.key, exc)
+                continue
+            if item is not None:
+                fresh[kv.key] = item
+        with self._lock:
+            self.cache[name] = fresh
+        self.dirty.set()
+
+    def _on_events(self, name: str, events: list[WatchEvent]) -> None:
+        cls = SOURCES[name][1]
+        with self._lock:
+            cache = self.cache[name]
+            for event in events:
+                if event.kind == "delete":
+                    cache.pop(event.kv.key, None)
+                    continue
+                try:
+                    item = _parse(cls, event.kv)
+                except (ValueError, PycalicoError, KeyError, TypeError) as exc:
+                    log.warning("ignoring %s: %s", event.kv.key, exc)
+                    continue
+                if item is None:
+                    cache.pop(event.kv.key, None)
+                else:
+                    cache[event.kv.key] = item
+        self.dirty.set()
+
+    def start_watchers(self) -> None:
+        for name, (prefix, _) in SOURCES.items():
+            watcher = PrefixWatcher(
+                self.client, prefix,
+                lambda kvs, rev, n=name: self._on_sync(n, kvs, rev),
+                lambda events, n=name: self._on_events(n, events),
+                name=f"watch-{name}")
+            self.watchers.append(watcher.start())
+
+    def synced(self) -> bool:
+        return all(w.synced.is_set() for w in self.watchers)
+
+    # ---- reconcile ------------------------------------------------------------------------
+    def snapshot(self) -> tuple[dict[str, Node], list[IPPool], list[Block], list[WorkloadEndpoint]]:
+        with self._lock:
+            nodes = {n.name: n for n in self.cache["nodes"].values()}
+            pools = list(self.cache["pools"].values())
+            blocks = list(self.cache["blocks"].values())
+            weps = [w for w in self.cache["weps"].values() if w.node == self.settings.nodename]
+        return nodes, pools, blocks, weps
+
+    def _maybe_reallocate_tunnels(self, nodes: dict[str, Node], pools: list[IPPool]) -> None:
+        me = nodes.get(self.settings.nodename)
+        basis = json.dumps([sorted((p.name, p.cidr, p.ipip_mode, p.vxlan_mode, p.disabled, p.node_selector)
+                                   for p in pools),
+                            me.ipip_tunnel_addr if me else "", me.vxlan_tunnel_addr if me else "",
+                            sorted(me.labels.items()) if me else []])
+        fingerprint = hashlib.sha1(basis.encode()).hexdigest()
+        if fingerprint == self._tunnel_fingerprint or me is None:
+            return
+        try:
+            startup.ensure_tunnel_addresses(self.store, self._ipam(), self.settings.nodename)
+            self._tunnel_fingerprint = fingerprint
+        except (PycalicoError, DatastoreError) as exc:
+            self.metrics.etcd_errors.inc()
+            log.warning("tunnel address reconcile failed: %s", exc)
+
+    def reconcile_once(self) -> None:
+        started = time.monotonic()
+        nodes, pools, blocks, weps = self.snapshot()
+        self._maybe_reallocate_tunnels(nodes, pools)
+        desired = compute(self.settings.nodename, nodes, pools, blocks, weps, parent=self.parent,
+                          host_mtu=self.host_mtu, backend=self.settings.backend)
+        stats = self.dataplane.apply(desired)
+        nat_ok = True
+        try:
+            self.nat.apply(desired.nat_pools, desired.all_pools)
+        except (NatError, OSError) as exc:
+            nat_ok = False
+            stats.errors.append(str(exc))
+        elapsed = time.monotonic() - started
+        self.metrics.resync_seconds.observe(elapsed)
+        self.metrics.routes_programmed.set(self.dataplane.routes_programmed)
+        self.metrics.route_changes.inc(stats.routes_added + stats.routes_removed)
+        self.metrics.last_resync.set(time.time())
+        if stats.errors:
+            self.metrics.dataplane_errors.inc(len(stats.errors))
+            log.warning("dataplane errors: %s", "; ".join(stats.errors[:5]))
+        if stats.changes:
+            log.info("dataplane: +%d -%d routes, %d neigh, %d fdb, %d device changes in %.1f ms",
+                     stats.routes_added, stats.routes_removed, stats.neigh_changed, stats.fdb_changed,
+                     stats.devices_changed, elapsed * 1000)
+        if not stats.errors and nat_ok and self.synced() and not self.first_apply_done:
+            self.first_apply_done = True
+            log.info("in sync: first dataplane apply done (%d routes)", self.dataplane.routes_programmed)
+            sd_notify("READY=1\nSTATUS=in sync")
+        self.health.report("dataplane", ready=self.first_apply_done and self.synced(),
+                           detail=f"{self.dataplane.routes_programmed} routes")
+
+    def reconcile_loop(self) -> None:
+        next_full = 0.0
+        while not self.stop_event.is_set():
+            timeout = max(0.0, next_full - time.monotonic())
+            self.dirty.wait(timeout)
+            if self.stop_event.is_set():
+                return
+            if not self.synced():
+                self.dirty.clear()
+                self.stop_event.wait(0.05)
+                continue
+            # batch a burst of watch events into one apply
+            self.stop_event.wait(0.005)
+            self.dirty.clear()
+            try:
+                self.reconcile_once()
+            except Exception:
+                log.exception("reconcile failed")
+                self.dirty.set()
+                self.stop_event.wait(1.0)
+            if time.monotonic() >= next_full:
+                next_full = time.monotonic() + self.settings.resync_interval
+
+    # ---- status key ---------------------------------------------------------------------------
+    def _put_status(self, lease_id: int) -> None:
+        key = keys.felix_status_key(self.settings.nodename)
+        self.client.put(key, status_json(self.started, not self.first_apply_done), lease=lease_id)
+
+    def status_loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                if self.lease is None:
+                    self.lease = LeaseKeeper(self.client, self.settings.status_ttl, self._put_status).start()
+                else:
+                    self._put_status(self.lease.lease_id)
+                self.health.report("datastore", ready=True)
+            except DatastoreError as exc:
+                self.metrics.etcd_errors.inc()
+                self.health.report("datastore", ready=True, detail=f"status write failed: {exc}")
+                log.warning("status write failed: %s", exc)
+                self.stop_event.wait(2.0)
+                continue
+            self.stop_event.wait(self.settings.status_interval)
+
+    # ---- CNI fast path -----------------------------------------------------------------------
+    def start_cni_server(self) -> None:
+        """The CNI plugin's socket server (``pycalico.cni.server.start_server``) on
+        ``$PYCALICO_RUN_DIR/cni.sock``; the plugin falls back to in-process when it is absent."""
+        if not self.settings.cni_server:
+            return
+        try:
+            from pycalico.cni.server import start_server
+        except ImportError:
+            log.info("CNI fast path not installed; the plugin runs in-process")
+            return
+        try:
+            self.cni_server = start_server(str(self.settings.run_dir / "cni.sock"))
+            log.info("CNI fast path listening on %s", self.settings.run_dir / "cni.sock")
+        except Exception:
+            log.exception("CNI fast path failed to start; the plugin runs in-process")
+
+    # ---- main ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        s = self.settings
+        self.health.report("startup", ready=False, detail="starting")
+        self.health.report("dataplane", ready=False, detail="not applied yet")
+        self.health.serve(s.health_host, s.health_port)
+        if s.metrics_port:
+            self.metrics.serve(s.metrics_host, s.metrics_port)
+        delay = 0.5
+        while not self.stop_event.is_set():
+            try:
+                self.run_startup()
+                break
+            except DatastoreError as exc:
+                self.metrics.etcd_errors.inc()
+                log.warning("startup: datastore unavailable (%s); retrying", exc)
+            except (startup.StartupError, PycalicoError) as exc:
+                log.error("startup failed: %s", exc)
+                return 1
+            self.stop_event.wait(delay)
+            delay = min(delay * 2, 5.0)
+        self.health.report("startup", ready=True)
+        self.start_watchers()
+        threading.Thread(target=self.status_loop, name="status", daemon=True).start()
+        start_watchdog(lambda: not self.stop_event.is_set(), self.stop_event)
+        self.start_cni_server()
+        self.reconcile_loop()
+        return 0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.dirty.set()
+        for w in self.watchers:
+            w.stop(1.0)
+        if self.cni_server is not None:
+            try:
+                self.cni_server.stop()
+            except Exception:
+                log.exception("stopping the CNI server")
+        if self.lease is not None:
+            self.lease.stop(revoke=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = AgentSettings.from_env()
+        client = DatastoreSettings.from_env().client()
+    except PycalicoError as exc:
+        log.error("configuration: %s", exc)
+        return 2
+    agent = Agent(settings, client)
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("signal %d: stopping (routes stay in place)", signum)
+        agent.stop_event.set()
+        agent.dirty.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    rc = agent.run()
+    agent.stop()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""A pycalico cluster on a namespace topology: real etcd, agent, confd, BIRD, pods.
+
+Pods get their address from the real IPAM and a WorkloadEndpoint record, and
+their network the way the CNI plugin builds it (``Host.add_pod``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pycalico.datastore.etcd import EtcdClient
+from pycalico.ipam import IPAM, handle_id
+from pycalico.model import IPPool, ResourceStore, WorkloadEndpoint, wep_name
+from tests.support.etcd import EtcdCluster
+from tests.support.topology import Host, Pod, Topology, nsexec, poll
+
+
+def etcd_env(cluster: EtcdCluster) -> dict[str, str]:
+    pki = cluster.pki
+    return {
+        "ETCD_ENDPOINTS": ",".join(cluster.endpoints),
+        "ETCD_CA_CERT_FILE": str(pki.ca),
+        "ETCD_CERT_FILE": str(pki.client_cert),
+        "ETCD_KEY_FILE": str(pki.client_key),
+    }
+
+
+def etcd_ports(cluster: EtcdCluster) -> list[int]:
+    return [m.client_port for m in cluster.members]
+
+
+class Cluster:
+    def __init__(self, topo: Topology, client: EtcdClient) -> None:
+        self.topo = topo
+        self.client = client
+        self.store = ResourceStore(client)
+        self.ipam = IPAM(client)
+
+    @property
+    def hosts(self) -> list[Host]:
+        return self.topo.hosts
+
+    def create_pool(self, cidr: str, *, name: str = "default-ipv4-ippool", ipip: str = "Never",
+                    vxlan: str = "Never", nat: bool = False, block_size: int = 26) -> IPPool:
+        return self.store.create(IPPool(name, {"cidr": cidr, "ipipMode": ipip, "vxlanMode": vxlan,
+                                               "natOutgoing": nat, "blockSize": block_size}))
+
+    def add_pod(self, host: Host, name: str) -> Pod:
+        container = f"{host.name}-{name}"
+        handle = handle_id("k8s-pod-network", container)
+        ips = self.ipam.auto_assign(handle, {"node": host.name, "namespace": "default", "pod": name}, host.name)
+        ip = str(ips[0].ip)
+        pod = host.add_pod(name, ip)
+        wep = WorkloadEndpoint(wep_name(host.name, "k8s", name, "eth0"), {
+            "orchestrator": "k8s", "workload": "", "node": host.name, "containerID": container, "pod": name,
+            "endpoint": "eth0", "ipNetworks": [f"{ip}/32"], "interfaceName": pod.veth,
+            "profiles": ["kns.default"],
+        }, namespace="default")
+        self.store.create(wep)
+        return pod
+
+    def start(self, *, bird: bool = True, **env: str) -> None:
+        for host in self.hosts:
+            host.start_agent(**env)
+        for host in self.hosts:
+            poll(lambda h=host: (h.state_dir / "nodename").exists(), 30, what=f"agent on {host.name} registered")
+        if bird:
+            for host in self.hosts:
+                host.start_confd(**env)
+            for host in self.hosts:
+                host.start_bird()
+
+    def diagnostics(self) -> str:
+        out = []
+        for h in self.hosts:
+            out.append(f"==== {h.name} routes\n{h.routes()}")
+            for name in ("agent", "confd", "bird"):
+                out.append(f"---- {h.name} {name} log (tail)\n{h.log(name)[-3000:]}")
+        return "\n".join(out)
+
+
+def ping(pod: Pod, ip: str, count: int = 1, timeout: int = 2) -> bool:
+    proc = nsexec(pod.ns, "ping", "-c", str(count), "-W", str(timeout), "-q", ip, check=False,
+                  timeout=count * timeout + 10)
+    return proc.returncode == 0
+
+
+def ping_until(pod: Pod, ip: str, timeout: float = 15.0) -> None:
+    poll(lambda: ping(pod, ip, 1, 1), timeout, interval=0.1, what=f"{pod.name} ({pod.ip}) -> {ip}")
+
+
+@contextmanager
+def background_ping(pod: Pod, ip: str, interval: float = 0.05) -> Iterator[subprocess.Popen[str]]:
+    """A flood of pings; the caller reads the summary after the block."""
+    proc = subprocess.Popen(["ip", "netns", "exec", pod.ns, "ping", "-q", "-i", str(interval), "-W", "1", ip],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(2)
+        proc.wait(10)
+
+
+def ping_summary(proc: subprocess.Popen[str]) -> tuple[int, int]:
+    """(transmitted, received) from ping's summary line."""
+    out = proc.stdout.read() if proc.stdout else ""
+    for line in out.splitlines():
+        if "packets transmitted" in line:
+            parts = line.split(",")
+            return int(parts[0].split()[0]), int(parts[1].split()[0])
+    raise AssertionError(f"no ping summary in: {out[-500:]}")
+
+
+@contextmanager
+def running_cluster(etcd_cluster: EtcdCluster, client: EtcdClient, prefix: str, subnets: list[int], *,
+                    outside: bool = False, env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    base = etcd_env(etcd_cluster)
+    base.update({"PYCALICO_RESYNC_INTERVAL": "2", "PYCALICO_STATUS_INTERVAL": "5", "PYCALICO_CNI_SERVER": "false"})
+    base.update(env or {})
+    with Topology(prefix, subnets, etcd_ports=etcd_ports(etcd_cluster), base_env=base, outside=outside) as topo:
+        cluster = Cluster(topo, client)
+        try:
+            yield cluster
+        except BaseException:
+            print(cluster.diagnostics())
+            raise
