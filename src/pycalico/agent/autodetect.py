@@ -100,7 +100,10 @@ def autodetect(method: str, ifaces: list[Interface] | None = None) -> ipaddress.
             nets = [ipaddress.IPv4Network(v, strict=False) for v in values]
         except ValueError as exc:
             raise ValidationError("IP_AUTODETECTION_METHOD", method, METHODS, reason=str(exc)) from None
+        excluded = [re.compile(p) for p in DEFAULT_EXCLUDES if p != r"^lo"]
         for iface in ifaces:
+            if any(r.match(iface.name) for r in excluded):
+                continue
             for addr in iface.addresses:
                 if any(addr.ip in n for n in nets):
                     return addr
