@@ -81,8 +81,9 @@ class Cluster:
         return "\n".join(out)
 
 
-def ping(pod: Pod, ip: str, count: int = 1, timeout: int = 2) -> bool:
-    proc = nsexec(pod.ns, "ping", "-c", str(count), "-W", str(timeout), "-q", ip, check=False,
+def ping(pod: Pod, ip: str, count: int = 1, timeout: int = 2, interval: float = 0.02) -> bool:
+    """True when the pings are answered (ping exits 0 when any reply came back)."""
+    proc = nsexec(pod.ns, "ping", "-c", str(count), "-i", str(interval), "-W", str(timeout), "-q", ip, check=False,
                   timeout=count * timeout + 10)
     return proc.returncode == 0
 
