@@ -329,6 +329,42 @@ class EtcdClient:
     ) -> dict[str, Any]:
         return self.call("/v3/kv/txn", {"compare": compare, "success": success, "failure": failure or []})
 
+    def read_many(self, ranges: Sequence[tuple[str, bool]]) -> list[list[KeyValue]]:
+        """Several reads in one round trip, at one revision. Each entry is
+        ``(key, is_prefix)``; the answer lists the matching key-values per entry."""
+        ops = []
+        for key, is_prefix in ranges:
+            rng: dict[str, Any] = {"key": _b64(key)}
+            if is_prefix:
+                rng["range_end"] = _b64(prefix_range_end(key))
+            ops.append({"request_range": rng})
+        resp = self.txn(compare=[], success=ops)
+        return [[KeyValue.from_gateway(raw) for raw in (item.get("response_range") or {}).get("kvs") or []]
+                for item in resp.get("responses") or []]
+
+    def commit(self, expected: dict[str, int], puts: dict[str, str],
+               deletes: Sequence[str] = ()) -> tuple[bool, dict[str, KeyValue | None]]:
+        """Atomically write ``puts`` and ``deletes`` if every key in ``expected`` is at
+        its mod_revision (0 = must not exist). On failure returns the current
+        key-values of the expected keys, so the caller can retry without re-reading."""
+        compare = []
+        for key, rev in expected.items():
+            if rev:
+                compare.append({"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": str(rev)})
+            else:
+                compare.append({"key": _b64(key), "result": "EQUAL", "target": "VERSION", "version": "0"})
+        success: list[dict[str, Any]] = [{"request_put": {"key": _b64(k), "value": _b64(v)}} for k, v in puts.items()]
+        success += [{"request_delete_range": {"key": _b64(k)}} for k in deletes]
+        failure = [{"request_range": {"key": _b64(k)}} for k in expected]
+        resp = self.txn(compare, success, failure)
+        if resp.get("succeeded"):
+            return True, {}
+        current: dict[str, KeyValue | None] = {}
+        for key, item in zip(expected, resp.get("responses") or [], strict=False):
+            kvs = (item.get("response_range") or {}).get("kvs") or []
+            current[key] = KeyValue.from_gateway(kvs[0]) if kvs else None
+        return False, current
+
     def compact(self, revision: int) -> None:
         self.call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
 

@@ -186,8 +186,28 @@ class IPAM:
                 out.append((parsed[0], parsed[1], str((kv.json() if kv.value else {}).get("state") or "confirmed")))
         return out
 
-    def _pools_for(self, host: str, use: str, requested: Sequence[str] | None) -> list[IPPool]:
-        pools = [p for p in self.store.list(IPPool) if p.version == 4]
+    def _context(self, host: str) -> tuple[IpamConfig, list[IPPool], dict[str, str], dict[str, str]]:
+        """Config, pools, the node's labels and its affinities ``{cidr: state}``, in one round trip."""
+        config_kvs, pool_kvs, node_kvs, aff_kvs = self.client.read_many([
+            (keys.IPAM_CONFIG_KEY, False),
+            (keys.resource_prefix(IPPool.PLURAL), True),
+            (keys.resource_key(Node.PLURAL, host), False),
+            (keys.host_affinity_prefix(host, 4), True),
+        ])
+        config = IpamConfig.from_json(config_kvs[0].json()) if config_kvs else IpamConfig()
+        pools = [p for p in (IPPool.from_json(kv.json()) for kv in pool_kvs) if p.version == 4]
+        labels = Node.from_json(node_kvs[0].json()).labels if node_kvs else {}
+        affinities = {}
+        for kv in aff_kvs:
+            parsed = keys.parse_affinity_key(kv.key)
+            data = kv.json() if kv.value else {}
+            if parsed and not data.get("deleted"):
+                affinities[parsed[1]] = str(data.get("state") or "confirmed")
+        return config, pools, labels, affinities
+
+    @staticmethod
+    def _select_pools(pools: list[IPPool], labels: dict[str, str], use: str,
+                      requested: Sequence[str] | None) -> list[IPPool]:
         if requested:
             chosen = []
             for want in requested:
@@ -199,8 +219,6 @@ class IPAM:
                 chosen.append(match[0])
             pools = chosen
         else:
-            node = self.store.get(Node, host)
-            labels = node.labels if node else {}
             pools = [p for p in pools if not p.disabled and p.assignment_mode == "Automatic"
                      and p.selects_node(labels)]
         return [p for p in pools if use in p.allowed_uses]
@@ -235,34 +253,43 @@ class IPAM:
 
     # ---- assignment -------------------------------------------------------------------
     def _assign_in_block(self, cidr: str, num: int, handle: str, attrs: dict[str, str],
-                         require_host: str | None) -> list[IPv4or6Interface]:
-        """Assign up to ``num`` addresses from one block; [] when it has none to give."""
+                         require_host: str | None, block_kv: KeyValue | None = None) -> list[IPv4or6Interface]:
+        """Assign up to ``num`` addresses from one block; [] when it has none to give.
+
+        The block and the handle are written in one transaction (Calico writes the
+        handle first and rolls it back on a lost race; one transaction cannot leave
+        a count behind)."""
+        block_key, handle_key = keys.block_key(cidr), keys.handle_key(handle)
+        if block_kv is None:
+            block_kv = self.client.get(block_key)
+        handle_kv: KeyValue | None = None  # assume a new handle; a lost compare tells us otherwise
         for _ in range(RETRIES):
-            read = self._read_block(cidr)
-            if read is None:
+            if block_kv is None:
                 return []
-            block, rev = read
-            if require_host is not None and block.host() != require_host:
+            block = AllocationBlock.from_json(block_kv.json())
+            if block.deleted or (require_host is not None and block.host() != require_host):
                 return []
             ordinals = block.assign(num, handle, attrs)
             if not ordinals:
                 return []
             block.bump()
-            self._handle_add(handle, cidr, len(ordinals))
-            try:
-                self.client.update(keys.block_key(cidr), json.dumps(block.to_json()), rev)
-            except (RevisionConflict, KeyNotFound):
-                self._handle_add(handle, cidr, -len(ordinals))
-                continue
-            prefix = block.network.prefixlen
-            return [ipaddress.ip_interface(f"{block.address(o)}/{prefix}") for o in ordinals]
+            counts = dict(handle_kv.json().get("block") or {}) if handle_kv else {}
+            counts[cidr] = counts.get(cidr, 0) + len(ordinals)
+            ok, current = self.client.commit(
+                {block_key: block_kv.mod_revision, handle_key: handle_kv.mod_revision if handle_kv else 0},
+                {block_key: json.dumps(block.to_json()), handle_key: json.dumps({"block": counts, "deleted": False})},
+            )
+            if ok:
+                prefix = block.network.prefixlen
+                return [ipaddress.ip_interface(f"{block.address(o)}/{prefix}") for o in ordinals]
+            block_kv, handle_kv = current[block_key], current[handle_key]
         raise IPAMError(f"block {cidr}: too many conflicting updates")
 
-    def _claim_block(self, host: str, pools: list[IPPool], config: IpamConfig) -> str | None:
-        """Claim a free block in one of ``pools`` for ``host``; returns its CIDR."""
+    def _claim_block(self, host: str, pools: list[IPPool], config: IpamConfig, owned: int) -> str | None:
+        """Claim a free block in one of ``pools`` for ``host`` (which owns ``owned``); returns its CIDR."""
         existing = {b.cidr for b in self.blocks()}
         limit = config.max_blocks_per_host or DEFAULT_MAX_BLOCKS_PER_HOST
-        if len(self.affinities(host)) >= limit:
+        if owned >= limit:
             return None
         for pool in pools:
             for subnet in self._subnet_walk(pool, host):
@@ -311,8 +338,8 @@ class IPAM:
         back with the block's mask (``10.244.12.5/26``); callers narrow to /32.
         Raises PoolExhausted when there is no room, releasing any partial result."""
         with self.host_lock(host):
-            config = self.get_config()
-            candidates = self._pools_for(host, use, pools)
+            config, pools_all, labels, affinities = self._context(host)
+            candidates = self._select_pools(pools_all, labels, use, pools)
             if not candidates:
                 raise PoolExhausted([], f"no enabled IPv4 pool allows {use} use on node {host}")
             pool_nets = [p.network for p in candidates]
@@ -322,18 +349,24 @@ class IPAM:
                 return any(net.subnet_of(p) for p in pool_nets if p.version == net.version)  # type: ignore
 
             result: list[IPv4or6Interface] = []
-            affine = [c for c, (state, _) in self.affinities(host).items() if state == "confirmed" and in_pools(c)]
-            for cidr in sorted(affine, key=lambda c: ipaddress.ip_network(c)):
+            affine = sorted((c for c, state in affinities.items() if state == "confirmed" and in_pools(c)),
+                            key=ipaddress.ip_network)
+            # One read for every affine block, then write only to one with room.
+            for cidr, kvs in zip(affine, self.client.read_many([(keys.block_key(c), False) for c in affine]),
+                                 strict=True):
                 if len(result) >= num:
                     break
-                read = self._read_block(cidr)
-                if read is None:  # affinity without a block: finish the interrupted claim
-                    self._claim(host, cidr)
-                result += self._assign_in_block(cidr, num - len(result), handle, attrs, host)
+                if not kvs:
+                    self._claim(host, cidr)  # affinity without a block: finish the interrupted claim
+                elif not AllocationBlock.from_json(kvs[0].json()).free:
+                    continue
+                result += self._assign_in_block(cidr, num - len(result), handle, attrs, host,
+                                                kvs[0] if kvs else None)
             while len(result) < num and config.auto_allocate_blocks:
-                cidr = self._claim_block(host, candidates, config)
+                cidr = self._claim_block(host, candidates, config, len(affinities))
                 if cidr is None:
                     break
+                affinities[cidr] = "confirmed"
                 result += self._assign_in_block(cidr, num - len(result), handle, attrs, host)
             if len(result) < num and not config.strict_affinity:
                 for block in self.blocks():
@@ -388,47 +421,44 @@ class IPAM:
 
     def release_by_handle(self, handle: str) -> int:
         """Free every address of ``handle``. Idempotent; returns how many were freed."""
-        kv = self.client.get(keys.handle_key(handle))
-        if kv is None:
-            return 0
+        handle_key = keys.handle_key(handle)
         total = 0
-        for cidr in list((kv.json().get("block") or {}).keys()):
-            freed = 0
-            for _ in range(RETRIES):
-                read = self._read_block(cidr)
-                if read is None:
-                    break
-                block, rev = read
-                freed = block.release(block.ordinals_of_handle(handle)).get(handle, 0)
-                if not freed:
-                    break
-                try:
-                    self._write_or_delete_block(block, rev)
-                    break
-                except (RevisionConflict, KeyNotFound):
-                    freed = 0
-                    continue
-            total += freed
-            # The handle's count for this block goes entirely: what was not found is stale.
-            self._handle_drop_block(handle, cidr)
-        return total
-
-    def _handle_drop_block(self, handle: str, cidr: str) -> None:
-        key = keys.handle_key(handle)
         for _ in range(RETRIES):
-            kv = self.client.get(key)
-            if kv is None:
-                return
-            counts = dict(kv.json().get("block") or {})
-            counts.pop(cidr, None)
-            try:
-                if counts:
-                    self.client.update(key, json.dumps({"block": counts, "deleted": False}), kv.mod_revision)
-                else:
-                    self.client.delete(key, mod_revision=kv.mod_revision)
-                return
-            except (RevisionConflict, KeyNotFound):
-                continue
+            handle_kv = self.client.get(handle_key)
+            if handle_kv is None:
+                return total
+            counts: dict[str, int] = dict(handle_kv.json().get("block") or {})
+            if not counts:
+                self.client.delete(handle_key, mod_revision=handle_kv.mod_revision)
+                return total
+            cidr = next(iter(counts))
+            del counts[cidr]
+            block_key = keys.block_key(cidr)
+            block_kv = self.client.get(block_key)
+            puts: dict[str, str] = {}
+            deletes: list[str] = []
+            freed = 0
+            if block_kv is not None:
+                block = AllocationBlock.from_json(block_kv.json())
+                freed = block.release(block.ordinals_of_handle(handle)).get(handle, 0)
+                if freed:
+                    if block.is_empty() and block.affinity is None:
+                        deletes.append(block_key)
+                    else:
+                        block.bump()
+                        puts[block_key] = json.dumps(block.to_json())
+            # What the handle counted in a block that no longer has it was stale: drop it.
+            if counts:
+                puts[handle_key] = json.dumps({"block": counts, "deleted": False})
+            else:
+                deletes.append(handle_key)
+            expected = {handle_key: handle_kv.mod_revision}
+            if block_kv is not None:
+                expected[block_key] = block_kv.mod_revision
+            ok, _ = self.client.commit(expected, puts, deletes)
+            if ok:
+                total += freed
+        raise IPAMError(f"handle {handle}: too many conflicting updates")
 
     def release_ips(self, ips: Sequence[str]) -> list[str]:
         """Free the given addresses whatever their handle; returns those that were not allocated."""
