@@ -303,7 +303,7 @@ def ping_from(ns_path: str, targets: list[str], timeout: float = 10.0) -> set[st
                 except OSError:
                     pass
             resend = time.monotonic() + 0.2
-            while time.monotonic() < min(resend, deadline):
+            while time.monotonic() < min(resend, deadline) and set(targets) - answered:
                 ready, _, _ = select.select([sock], [], [], 0.05)
                 if not ready:
                     continue

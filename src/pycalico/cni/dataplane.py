@@ -26,6 +26,8 @@ HOST_MAC = "ee:ee:ee:ee:ee:ee"
 GATEWAY = "169.254.1.1"
 CLONE_NEWNET = 0x40000000
 RT_SCOPE_LINK = 253
+# Routes as Felix and iproute2 make them (RTPROT_BOOT), not pyroute2's default "static".
+RTPROT_BOOT = 3
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -226,8 +228,8 @@ class Dataplane:
         pod.link("set", index=idx, state="up")
         for addr in addresses:
             pod.addr("add", index=idx, address=str(addr.ip), prefixlen=32)
-        pod.route("add", dst=f"{GATEWAY}/32", oif=idx, scope=RT_SCOPE_LINK)
-        pod.route("add", dst="0.0.0.0/0", gateway=GATEWAY, oif=idx)
+        pod.route("add", dst=f"{GATEWAY}/32", oif=idx, scope=RT_SCOPE_LINK, proto=RTPROT_BOOT)
+        pod.route("add", dst="0.0.0.0/0", gateway=GATEWAY, oif=idx, proto=RTPROT_BOOT)
         try:
             write_sysctl("net/ipv4/ip_forward", "0")
         except OSError:
@@ -235,7 +237,7 @@ class Dataplane:
 
     def _host_route(self, host_idx: int, host_ifname: str, ip: ipaddress.IPv4Address) -> None:
         try:
-            self.ipr.route("add", dst=f"{ip}/32", oif=host_idx, scope=RT_SCOPE_LINK)
+            self.ipr.route("add", dst=f"{ip}/32", oif=host_idx, scope=RT_SCOPE_LINK, proto=RTPROT_BOOT)
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
