@@ -56,6 +56,13 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
+def free_tcp_port() -> int:
+    """A port nobody listens on (in the calling thread's namespace)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def netns_path(name: str) -> str:
     return f"/run/netns/{name}"
 

@@ -61,6 +61,9 @@ from pycalico.ipam import IPAM
 from pycalico.model import ClusterInformation, Node, ResourceStore, WorkloadEndpoint, wep_name
 
 log = logging.getLogger("pycalico.cni")
+# Without a handler Python would print warnings to stderr ("last resort"): the plugin's
+# stderr stays empty; its log goes to log_file_path (and, in the agent, to the agent's log).
+log.addHandler(logging.NullHandler())
 
 NETWORK_ANNOTATION = "pycalico.io/network"
 PLUGIN = "plugin"
