@@ -47,10 +47,11 @@ class Cluster:
         return self.store.create(IPPool(name, {"cidr": cidr, "ipipMode": ipip, "vxlanMode": vxlan,
                                                "natOutgoing": nat, "blockSize": block_size}))
 
-    def add_pod(self, host: Host, name: str) -> Pod:
+    def add_pod(self, host: Host, name: str, pools: list[str] | None = None) -> Pod:
         container = f"{host.name}-{name}"
         handle = handle_id("k8s-pod-network", container)
-        ips = self.ipam.auto_assign(handle, {"node": host.name, "namespace": "default", "pod": name}, host.name)
+        ips = self.ipam.auto_assign(handle, {"node": host.name, "namespace": "default", "pod": name}, host.name,
+                                    pools=pools)
         ip = str(ips[0].ip)
         pod = host.add_pod(name, ip)
         wep = WorkloadEndpoint(wep_name(host.name, "k8s", name, "eth0"), {
@@ -93,13 +94,18 @@ def ping_until(pod: Pod, ip: str, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def background_ping(pod: Pod, ip: str, interval: float = 0.05) -> Iterator[subprocess.Popen[str]]:
-    """A flood of pings; the caller reads the summary after the block."""
-    proc = subprocess.Popen(["ip", "netns", "exec", pod.ns, "ping", "-q", "-i", str(interval), "-W", "1", ip],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def background_ping(pod: Pod, ip: str, interval: float = 0.05, count: int = 0) -> Iterator[subprocess.Popen[str]]:
+    """A stream of pings; the caller reads the summary after the block. With ``count`` the
+    block waits for the last ping instead of interrupting."""
+    argv = ["ip", "netns", "exec", pod.ns, "ping", "-q", "-i", str(interval), "-W", "1"]
+    if count:
+        argv += ["-c", str(count)]
+    proc = subprocess.Popen(argv + [ip], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         yield proc
     finally:
+        if count:
+            proc.wait(count * interval + 30)
         if proc.poll() is None:
             proc.send_signal(2)
         proc.wait(10)
