@@ -325,3 +325,63 @@ def ping_from(ns_path: str, targets: list[str], timeout: float = 10.0) -> set[st
     finally:
         sock.close()
     return answered
+
+
+# ---- a small runtime: conflists, as libcni runs them ---------------------------------------
+
+
+def chain_confs(conflist: dict[str, Any], prev: dict[str, Any] | None,
+                runtime_config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each plugin's stdin: name and cniVersion injected, runtimeConfig by capability."""
+    out = []
+    for plugin in conflist["plugins"]:
+        conf = dict(plugin)
+        conf["name"] = conflist["name"]
+        conf["cniVersion"] = conflist["cniVersion"]
+        caps = [k for k, v in (plugin.get("capabilities") or {}).items() if v]
+        rc = {k: runtime_config[k] for k in caps if k in runtime_config}
+        if rc:
+            conf["runtimeConfig"] = rc
+        if prev is not None:
+            conf["prevResult"] = prev
+        out.append(conf)
+    return out
+
+
+def run_chain(env: CniEnv, command: str, conflist: dict[str, Any], container_id: str, netns: str,
+              runtime_config: dict[str, Any] | None = None, prev: dict[str, Any] | None = None) -> Outcome:
+    """ADD/CHECK in order (ADD feeds each result to the next), DEL in reverse order."""
+    rc = runtime_config or {}
+    plugins = conflist["plugins"]
+    order = list(range(len(plugins)))
+    if command == "DEL":
+        order.reverse()
+    last = Outcome(0, "", "")
+    result = prev
+    for i in order:
+        conf = chain_confs(conflist, result if command == "ADD" else prev, rc)[i]
+        binary = next((os.path.join(d, plugins[i]["type"]) for d in (str(env.bin_dir), DEBIAN_CNI)
+                       if os.path.exists(os.path.join(d, plugins[i]["type"]))), plugins[i]["type"])
+        last = env.invoke(env.env(command, container_id, netns), conf, plugin=binary)
+        if last.code != 0:
+            return last
+        if command == "ADD":
+            result = last.json
+    if command == "ADD":
+        return Outcome(0, json.dumps(result), "")
+    return last
+
+
+def socket_in(ns_path: str, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """A socket created inside the namespace at ``ns_path`` (it stays there)."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(fd)
+        try:
+            return socket.socket(socket.AF_INET, kind)
+        finally:
+            _setns(home)
+    finally:
+        os.close(fd)
+        os.close(home)

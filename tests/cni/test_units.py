@@ -1,0 +1,72 @@
+"""Pure functions of the CNI plugin: names, config validation, error mapping, launcher role."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from pycalico.cni import launcher, names
+from pycalico.cni.netconf import parse_netconf
+from pycalico.cni.plugin import to_cni_error
+from pycalico.cni.spec import CniError, CniRequest, Result, parse_cni_args
+from pycalico.errors import DatastoreUnavailable, NotReady, PoolExhausted, ValidationError
+from pycalico.model import wep_name
+
+
+def test_host_veth_names_follow_calico() -> None:
+    pod = names.workload_from({"K8S_POD_NAMESPACE": "kube-system", "K8S_POD_NAME": "coredns-1"}, "abc", "eth0")
+    assert names.host_veth_name(pod) == "cali" + hashlib.sha1(b"kube-system.coredns-1").hexdigest()[:11]
+    plain = names.workload_from({}, "0123456789abcdef", "eth0")
+    assert names.host_veth_name(plain) == "cali0123456789a"
+    assert wep_name("node-1", "k8s", "web-0", "eth0") == "node--1-k8s-web--0-eth0"
+    assert names.legacy_handle_id(pod) == "kube-system.coredns-1"
+    assert names.legacy_handle_id(plain) == "0123456789abcdef"
+
+
+def test_cni_args_parse_and_reject_garbage() -> None:
+    assert parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=a=b") == {"IgnoreUnknown": "1", "K8S_POD_NAME": "a=b"}
+    with pytest.raises(CniError) as err:
+        parse_cni_args("novalue")
+    assert err.value.code == 4
+
+
+def test_del_does_not_need_a_netns() -> None:
+    req = CniRequest.from_env({"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "x", "CNI_IFNAME": "eth0",
+                               "CNI_PATH": "/opt/cni/bin"}, b"{}")
+    assert req.netns == ""
+
+
+@pytest.mark.parametrize("field,value", [("mtu", -1), ("mtu", True), ("etcd_endpoints", 5),
+                                         ("ipam", []), ("nodename_file", 3), ("log_level", "chatty")])
+def test_invalid_fields_are_named(field: str, value: object) -> None:
+    conf = {"name": "n", "type": "pycalico", "etcd_endpoints": "http://127.0.0.1:2379",
+            "ipam": {"type": "pycalico-ipam"}, field: value}
+    with pytest.raises(CniError) as err:
+        parse_netconf(conf, "1.0.0")
+    assert err.value.code == 7 and field in err.value.msg
+
+
+def test_errors_map_to_spec_codes() -> None:
+    assert to_cni_error(DatastoreUnavailable(["https://e:2379"], "refused")).code == 11
+    assert to_cni_error(DatastoreUnavailable(["https://e:2379"], "refused"), "STATUS").code == 50
+    assert to_cni_error(ValidationError("spec.x", 1, "2")).code == 7
+    assert to_cni_error(NotReady("no")).code == 101
+    assert to_cni_error(PoolExhausted(["p"])).code == 103
+    assert to_cni_error(RuntimeError("boom")).code == 100
+
+
+def test_result_round_trips_between_versions() -> None:
+    raw = {"cniVersion": "0.3.1", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+           "ips": [{"version": "4", "address": "10.0.0.1/32", "interface": 0}], "dns": {}}
+    result = Result.from_json(raw)
+    assert result.to_json("0.3.1") == raw
+    assert "version" not in result.to_json("1.0.0")["ips"][0]
+
+
+def test_launcher_role_comes_from_the_file_name() -> None:
+    assert launcher.role_from_name("/opt/cni/bin/pycalico-ipam") == "ipam"
+    assert launcher.role_from_name("/opt/cni/bin/pycalico") == "plugin"
+    assert launcher.socket_path({}, b'{"agent_socket": "/tmp/x.sock"}') == "/tmp/x.sock"
+    assert launcher.socket_path({"PYCALICO_CNI_SOCKET": "/e.sock"}, b"{}") == "/e.sock"
+    assert launcher.socket_path({}, b"{}") == "/var/run/pycalico/cni.sock"
