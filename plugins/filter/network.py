@@ -1,0 +1,284 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pycalico developers
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Preflight filters: kubeasz inventory variables -> validated network settings.
+
+Every rule here runs on the deploy host before any host is touched; a failure
+names the inventory variable at fault and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible.errors import AnsibleFilterError
+
+try:
+    import netaddr
+except ImportError:  # pragma: no cover - reported when the filter is used
+    netaddr = None
+
+MODES = {"always": "Always", "crosssubnet": "CrossSubnet", "cross-subnet": "CrossSubnet", "never": "Never"}
+# Older Calico manifests (and kubeasz inventories) use "off" for no IPIP.
+IPIP_LEGACY = {"off": "Never", "false": "Never", "disabled": "Never"}
+BACKENDS = ("bird", "vxlan", "none")
+NETWORKS = ("calico", "pycalico")
+NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+AUTODETECT_RE = re.compile(
+    r"^(first-found|kubernetes-internal-ip|can-reach=.+|interface=.+|skip-interface=.+|cidr=.+)$"
+)
+TRUE = ("true", "yes", "on", "1")
+FALSE = ("false", "no", "off", "0")
+
+
+def _fail(variable, value, allowed, reason=""):
+    text = "%s: invalid value %r" % (variable, value)
+    if reason:
+        text += " (%s)" % reason
+    text += "; allowed: %s" % allowed
+    raise AnsibleFilterError(text)
+
+
+def _unset(value):
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def _need_netaddr():
+    if netaddr is None:
+        raise AnsibleFilterError("the pycalico.network filters need the Python library netaddr on the deploy host")
+
+
+def _cidr(variable, value):
+    _need_netaddr()
+    text = str(value).strip()
+    if "/" not in text:
+        _fail(variable, value, "an IPv4 CIDR such as 172.20.0.0/16", "no prefix length")
+    try:
+        net = netaddr.IPNetwork(text)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        _fail(variable, value, "an IPv4 CIDR such as 172.20.0.0/16", "not a CIDR")
+    if net.version != 4:
+        _fail(variable, value, "an IPv4 CIDR", "IPv6 is not supported yet")
+    if net.network != net.ip:
+        _fail(variable, value, "a network address with no host bits set, e.g. %s" % net.cidr, "host bits set")
+    return net
+
+
+def _bool(variable, value, default):
+    if _unset(value):
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE:
+        return True
+    if text in FALSE:
+        return False
+    _fail(variable, value, "true or false")
+
+
+def _int(variable, value, default, low, high):
+    if _unset(value):
+        return default
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        _fail(variable, value, "an integer from %d to %d" % (low, high))
+    if not low <= number <= high:
+        _fail(variable, value, "an integer from %d to %d" % (low, high))
+    return number
+
+
+def _mode(variable, value, legacy=False):
+    text = str(value).strip().lower()
+    if text in MODES:
+        return MODES[text]
+    if legacy and text in IPIP_LEGACY:
+        return IPIP_LEGACY[text]
+    allowed = "Always, CrossSubnet or Never" + (" (or off)" if legacy else "")
+    _fail(variable, value, allowed)
+
+
+def _ipv4(variable, value):
+    _need_netaddr()
+    try:
+        return str(netaddr.IPAddress(str(value).strip(), version=4))
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        _fail(variable, value, "an IPv4 address")
+
+
+def _host_list(variable, value):
+    if _unset(value):
+        return []
+    if isinstance(value, str):
+        items = [v for v in re.split(r"[\s,]+", value) if v]
+    elif isinstance(value, (list, tuple)):
+        items = [str(v).strip() for v in value]
+    else:
+        _fail(variable, value, "a list of inventory host names (IP addresses)")
+    return items
+
+
+def network_settings(raw, groups=None):
+    """Validate kubeasz-named inventory variables; return the normalised settings.
+
+    ``raw`` maps the kubeasz names (CLUSTER_CIDR, CALICO_IPV4POOL_IPIP, ...) to
+    their inventory values (None when unset); ``groups`` is Ansible's ``groups``.
+    """
+    if not isinstance(raw, dict):
+        raise AnsibleFilterError("network_settings expects a mapping of inventory variables")
+    groups = dict(groups or {})
+    get = raw.get
+
+    network = get("CLUSTER_NETWORK")
+    if not _unset(network) and str(network).strip().lower() not in NETWORKS:
+        _fail("CLUSTER_NETWORK", network, "calico (this collection deploys pycalico)")
+
+    name = get("CLUSTER_NAME")
+    name = "cluster1" if _unset(name) else str(name).strip()
+    if not NAME_RE.match(name):
+        _fail("CLUSTER_NAME", name, "1-63 letters, digits, '.', '_' or '-', starting and ending alphanumeric")
+
+    if _unset(get("CLUSTER_CIDR")):
+        _fail("CLUSTER_CIDR", get("CLUSTER_CIDR"), "an IPv4 CIDR such as 172.20.0.0/16", "required")
+    cluster_cidr = _cidr("CLUSTER_CIDR", get("CLUSTER_CIDR"))
+
+    pool_var = "CALICO_IPV4POOL_CIDR"
+    if _unset(get(pool_var)):
+        pool_cidr = cluster_cidr
+    else:
+        pool_cidr = _cidr(pool_var, get(pool_var))
+        if pool_cidr not in cluster_cidr:
+            _fail(pool_var, get(pool_var), "a CIDR inside CLUSTER_CIDR %s" % cluster_cidr, "outside CLUSTER_CIDR")
+
+    backend = get("CALICO_NETWORKING_BACKEND")
+    backend = "bird" if _unset(backend) else str(backend).strip().lower()
+    if backend not in BACKENDS:
+        _fail("CALICO_NETWORKING_BACKEND", get("CALICO_NETWORKING_BACKEND"), "bird, vxlan or none")
+
+    ipip_raw, vxlan_raw, overlay_raw = get("CALICO_IPV4POOL_IPIP"), get("CALICO_IPV4POOL_VXLAN"), get(
+        "CALICO_ENABLE_OVERLAY")
+    ipip = None if _unset(ipip_raw) else _mode("CALICO_IPV4POOL_IPIP", ipip_raw, legacy=True)
+    vxlan = None if _unset(vxlan_raw) else _mode("CALICO_IPV4POOL_VXLAN", vxlan_raw)
+    if not _unset(overlay_raw):
+        # kubeasz >= 3.7: one overlay knob, IPIP with BGP (bird), VXLAN otherwise.
+        overlay = _mode("CALICO_ENABLE_OVERLAY", overlay_raw, legacy=True)
+        target, current = ("CALICO_IPV4POOL_IPIP", ipip) if backend == "bird" else ("CALICO_IPV4POOL_VXLAN", vxlan)
+        if current is not None and current != overlay:
+            _fail("CALICO_ENABLE_OVERLAY", overlay_raw, "the same mode as %s (%s) or unset" % (target, current),
+                  "contradicts %s" % target)
+        if backend == "bird":
+            ipip = overlay
+        else:
+            vxlan = overlay
+    if ipip is None:
+        ipip = "Always" if backend == "bird" and vxlan in (None, "Never") else "Never"
+    if vxlan is None:
+        vxlan = "Always" if backend == "vxlan" and ipip == "Never" else "Never"
+    if ipip != "Never" and vxlan != "Never":
+        _fail("CALICO_IPV4POOL_IPIP", ipip_raw if not _unset(ipip_raw) else overlay_raw,
+              "Never while CALICO_IPV4POOL_VXLAN is %s" % vxlan, "IPIP and VXLAN on one pool")
+    if ipip != "Never" and backend != "bird":
+        _fail("CALICO_IPV4POOL_IPIP", ipip_raw if not _unset(ipip_raw) else overlay_raw,
+              "Never with CALICO_NETWORKING_BACKEND=%s (IPIP needs BGP: use bird or VXLAN)" % backend)
+
+    block_size = _int("CALICO_IPV4POOL_BLOCK_SIZE", get("CALICO_IPV4POOL_BLOCK_SIZE"), 26, 20, 32)
+    if block_size < pool_cidr.prefixlen:
+        _fail("CALICO_IPV4POOL_BLOCK_SIZE", block_size,
+              "a prefix length from %d to 32 (not larger than the pool %s)" % (pool_cidr.prefixlen, pool_cidr),
+              "blocks larger than the pool")
+    nat = _bool("CALICO_IPV4POOL_NAT_OUTGOING", get("CALICO_IPV4POOL_NAT_OUTGOING"), True)
+    mtu = _int("CALICO_MTU", get("CALICO_MTU"), 0, 0, 65535)
+    if mtu and mtu < 576:
+        _fail("CALICO_MTU", get("CALICO_MTU"), "0 (derive from the host) or 576 to 65535")
+    as_number = _int("CALICO_AS_NUMBER", get("CALICO_AS_NUMBER"), 64512, 1, 4294967295)
+
+    method = get("IP_AUTODETECTION_METHOD")
+    method = "" if _unset(method) else str(method).strip()
+    if method and not AUTODETECT_RE.match(method):
+        _fail("IP_AUTODETECTION_METHOD", method,
+              "first-found, can-reach=<ip|name>, interface=<regex>, skip-interface=<regex>, cidr=<cidr,...> "
+              "or kubernetes-internal-ip")
+    if method.startswith("cidr="):
+        for part in method[5:].split(","):
+            _cidr("IP_AUTODETECTION_METHOD", part)
+
+    rr_enabled = _bool("CALICO_RR_ENABLED", get("CALICO_RR_ENABLED"), False)
+    rr_nodes = _host_list("CALICO_RR_NODES", get("CALICO_RR_NODES"))
+    members = set(groups.get("kube_master", [])) | set(groups.get("kube_node", [])) | set(
+        groups.get("calico_rr", []))
+    if rr_enabled:
+        if backend != "bird":
+            _fail("CALICO_RR_ENABLED", get("CALICO_RR_ENABLED"), "false with CALICO_NETWORKING_BACKEND=%s" % backend,
+                  "route reflectors need BGP")
+        if not rr_nodes:
+            rr_nodes = list(groups.get("calico_rr") or groups.get("kube_master") or [])
+        if not rr_nodes:
+            _fail("CALICO_RR_NODES", get("CALICO_RR_NODES"), "inventory hosts (no [calico_rr] or [kube_master])",
+                  "no route reflector nodes")
+        if groups:
+            for node in rr_nodes:
+                if node not in members:
+                    _fail("CALICO_RR_NODES", get("CALICO_RR_NODES"),
+                          "hosts of [kube_master], [kube_node] or [calico_rr]", "%s is not one of them" % node)
+    rr_cluster_id = _ipv4("CALICO_RR_CLUSTER_ID", "244.0.0.1" if _unset(get("CALICO_RR_CLUSTER_ID")) else get(
+        "CALICO_RR_CLUSTER_ID"))
+
+    return {
+        "cluster_name": name,
+        "cluster_cidr": str(cluster_cidr),
+        "pool_name": "default-ipv4-ippool",
+        "pool_cidr": str(pool_cidr),
+        "ipip_mode": ipip,
+        "vxlan_mode": vxlan,
+        "backend": backend,
+        "bgp_enabled": backend == "bird",
+        "block_size": block_size,
+        "nat_outgoing": nat,
+        "mtu": mtu,
+        "as_number": as_number,
+        "autodetection_method": method,
+        "rr_enabled": rr_enabled,
+        "rr_nodes": rr_nodes if rr_enabled else [],
+        "rr_cluster_id": rr_cluster_id,
+    }
+
+
+def node_target(value, variable, groups, allowed_groups=("kube_master", "kube_node", "calico_rr")):
+    """Check NODE_TO_ADD / NODE_TO_DEL: an IPv4 address that the inventory holds."""
+    if _unset(value):
+        _fail(variable, value, "the IP of a host in the inventory, e.g. -e %s=192.168.1.4" % variable, "required")
+    address = _ipv4(variable, value)
+    groups = dict(groups or {})
+    for group in allowed_groups:
+        if address in groups.get(group, []):
+            return address
+    _fail(variable, value, "a host of [%s]" % "], [".join(allowed_groups), "add it to the inventory first")
+
+
+def node_name(host, k8s_nodename=None, override=None):
+    """The Node name a host registers under: kubeasz's K8S_NODENAME rule.
+
+    ``override`` (K8S_NODENAME) wins; else the host's ``k8s_nodename``
+    (lower case, '_' -> '-'); else ``k8s-`` + the inventory name with dots as dashes.
+    """
+    if not _unset(override):
+        return str(override).strip()
+    if not _unset(k8s_nodename):
+        return str(k8s_nodename).strip().replace("_", "-").lower()
+    return "k8s-" + str(host).replace(".", "-").replace(":", "-")
+
+
+def etcd_endpoints(hosts, port=2379):
+    """``https://<host>:<port>`` for each etcd host, comma-separated."""
+    return ",".join("https://%s:%d" % (h, int(port)) for h in hosts or [])
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "network_settings": network_settings,
+            "node_target": node_target,
+            "node_name": node_name,
+            "etcd_endpoints": etcd_endpoints,
+        }

@@ -1,0 +1,308 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pycalico developers
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Desired-state logic of the pycalico.network modules, over ``pycalico.model``.
+
+Each ``ensure_*`` reads the current resource, builds the desired one with the
+model's classes, lets the model validate it (the same checks a write would
+make), and writes only when not in check mode. Each returns a ``Result`` whose
+before/after are the resources, so the diff is structured, not text.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import uuid
+
+from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
+    PycalicoError,
+    ValidationError,
+    comparable,
+)
+
+try:
+    from pycalico.model import (
+        CLUSTER_NAME_ANNOTATION,
+        BGPConfiguration,
+        BGPPeer,
+        ClusterInformation,
+        IPPool,
+        Node,
+    )
+    from pycalico.lifecycle import plan_node_removal, remove_node
+except ImportError:  # reported by check_pycalico()
+    pass
+
+
+class Result(object):
+    def __init__(self, changed, before=None, after=None, **info):
+        self.changed = changed
+        self.before = before
+        self.after = after
+        self.info = info
+
+
+def prepare(store, resource, creating):
+    """Defaults + validation + datastore checks (pool overlap, immutable fields): what a write would do."""
+    check = getattr(store, "check", None)
+    if check is not None:
+        check(resource, creating=creating)
+    else:
+        store._prepare(resource, creating=creating)
+
+
+def same(a, b):
+    return comparable(a) == comparable(b)
+
+
+def write(store, current, desired, check_mode):
+    """Create or compare-and-swap update ``desired``; ``current`` is what was read (or None)."""
+    if check_mode:
+        return desired
+    if current is None:
+        return store.create(desired)
+    return store.update(desired)
+
+
+# ---- IPPool --------------------------------------------------------------------------------------
+
+# module option -> model field, so validation messages name the option.
+POOL_FIELDS = {
+    "spec.cidr": "cidr",
+    "spec.blockSize": "block_size",
+    "spec.ipipMode": "ipip_mode",
+    "spec.vxlanMode": "vxlan_mode",
+    "spec.natOutgoing": "nat_outgoing",
+    "spec.disabled": "disabled",
+    "spec.disableBGPExport": "disable_bgp_export",
+    "spec.nodeSelector": "node_selector",
+    "spec.allowedUses": "allowed_uses",
+    "metadata.name": "name",
+}
+
+
+def pool_usage(ipam, pool):
+    """(allocated addresses, blocks) of the IPAM blocks inside ``pool``."""
+    net = pool.network
+    addresses, blocks = 0, 0
+    for block in ipam.blocks(net.version):
+        if ipaddress.ip_network(block.cidr).subnet_of(net):
+            blocks += 1
+            addresses += len(list(block.allocated()))
+    return addresses, blocks
+
+
+def ensure_pool(store, ipam, name, spec, state="present", force=False, check_mode=False):
+    current = store.get(IPPool, name)
+    if state == "absent":
+        if current is None:
+            return Result(False)
+        used, blocks = pool_usage(ipam, current)
+        if used and not force:
+            raise PycalicoError(
+                "IPPool %r (%s) still has %d allocated address(es) in %d block(s): release them first "
+                "(or use force=true to delete it anyway)" % (name, current.cidr, used, blocks))
+        if not check_mode:
+            ipam.release_pool_affinities(current)
+            store.delete(IPPool, name)
+        return Result(True, current, None, allocations=used)
+
+    if current is None:
+        if not spec.get("cidr"):
+            raise ValidationError("spec.cidr", spec.get("cidr"), "a CIDR such as 10.244.0.0/16",
+                                  reason="required to create a pool")
+        desired = IPPool(name, dict(spec))
+        prepare(store, desired, creating=True)
+        return Result(True, None, write(store, None, desired, check_mode), allocations=0)
+
+    desired = current.copy()
+    desired.spec.update(spec)
+    desired.apply_defaults()
+    used, blocks = pool_usage(ipam, current)
+    if same(desired, current):
+        return Result(False, current, current, allocations=used)
+    if _cidr_changed(current, desired):
+        if used or blocks:
+            raise ValidationError(
+                "spec.cidr", desired.spec.get("cidr"),
+                "%s: the CIDR of a pool in use cannot change" % current.cidr,
+                reason="IPPool %r has %d allocated address(es) in %d block(s); create a new pool, disable "
+                       "this one and move the workloads" % (name, used, blocks))
+        # Unused: replace the pool (delete, then create under the same name).
+        fresh = IPPool(name, dict(desired.spec), metadata={
+            k: v for k, v in desired.metadata.items()
+            if k not in ("resourceVersion", "uid", "creationTimestamp")})
+        prepare(store, fresh, creating=True)
+        after = fresh
+        if not check_mode:
+            store.delete(IPPool, name, resource_version=current.resource_version)
+            after = store.create(fresh)
+        return Result(True, current, after, allocations=0, replaced=True)
+    prepare(store, desired, creating=False)
+    return Result(True, current, write(store, current, desired, check_mode), allocations=used)
+
+
+def _cidr_changed(current, desired):
+    try:
+        return ipaddress.ip_network(str(current.cidr)) != ipaddress.ip_network(str(desired.spec.get("cidr")))
+    except ValueError:
+        return True
+
+
+# ---- BGPPeer -------------------------------------------------------------------------------------
+
+PEER_FIELDS = {
+    "spec.peerIP": "peer_ip",
+    "spec.asNumber": "as_number",
+    "spec.node": "node",
+    "spec.nodeSelector": "node_selector",
+    "spec.peerSelector": "peer_selector",
+    "spec.keepOriginalNextHop": "keep_original_next_hop",
+    "spec.sourceAddress": "source_address",
+    "spec.nextHopMode": "next_hop_mode",
+    "metadata.name": "name",
+}
+
+
+def ensure_peer(store, name, spec, state="present", check_mode=False):
+    """A peer's spec is exactly the options given (fields not given are removed)."""
+    current = store.get(BGPPeer, name)
+    if state == "absent":
+        if current is None:
+            return Result(False)
+        if not check_mode:
+            store.delete(BGPPeer, name)
+        return Result(True, current, None)
+    if current is None:
+        desired = BGPPeer(name, dict(spec))
+    else:
+        desired = current.copy()
+        desired.spec = dict(spec)
+    prepare(store, desired, creating=current is None)
+    if current is not None and same(desired, current):
+        return Result(False, current, current)
+    return Result(True, current, write(store, current, desired, check_mode))
+
+
+# ---- BGPConfiguration ----------------------------------------------------------------------------
+
+BGP_CONFIG_FIELDS = {
+    "spec.asNumber": "as_number",
+    "spec.nodeToNodeMeshEnabled": "node_to_node_mesh",
+    "spec.listenPort": "listen_port",
+    "spec.logSeverityScreen": "log_severity_screen",
+    "spec.bindMode": "bind_mode",
+    "metadata.name": "name",
+}
+
+
+def ensure_bgp_configuration(store, name, spec, state="present", check_mode=False):
+    """Fields given are set; fields not given are kept."""
+    current = store.get(BGPConfiguration, name)
+    if state == "absent":
+        if current is None:
+            return Result(False)
+        if not check_mode:
+            store.delete(BGPConfiguration, name)
+        return Result(True, current, None)
+    desired = BGPConfiguration(name, {}) if current is None else current.copy()
+    desired.spec.update(spec)
+    for key in [k for k, v in spec.items() if isinstance(v, list) and not v]:
+        desired.spec.pop(key, None)
+    prepare(store, desired, creating=current is None)
+    if current is not None and same(desired, current):
+        return Result(False, current, current)
+    return Result(True, current, write(store, current, desired, check_mode))
+
+
+# ---- Node ----------------------------------------------------------------------------------------
+
+NODE_FIELDS = {
+    "spec.bgp.asNumber": "as_number",
+    "spec.bgp.routeReflectorClusterID": "route_reflector_cluster_id",
+    "metadata.labels": "labels",
+    "metadata.name": "name",
+}
+
+
+def plan_as_dict(plan):
+    return {
+        "node": plan.node,
+        "node_exists": plan.node_exists,
+        "workload_endpoints": list(plan.workload_endpoints),
+        "ips": list(plan.ips),
+        "affinities": list(plan.affinities),
+        "bgp_peers": list(plan.bgp_peers),
+        "configs": list(plan.configs),
+    }
+
+
+def ensure_node_absent(store, ipam, name, check_mode=False):
+    """The node and everything that names it: addresses, blocks, endpoints, peers, configs."""
+    plan = plan_node_removal(store, ipam, name)
+    if plan.empty:
+        return Result(False, plan=plan_as_dict(plan))
+    if not check_mode:
+        plan = remove_node(store, ipam, name)
+    return Result(True, plan_as_dict(plan), {}, plan=plan_as_dict(plan))
+
+
+def ensure_node_present(store, name, labels=None, purge_labels=False, as_number=None, rr_cluster_id=None,
+                        check_mode=False):
+    """Adjust labels and BGP settings of a Node the agent registered."""
+    current = store.get(Node, name)
+    if current is None:
+        raise PycalicoError("Node %r is not registered (the agent registers it when it starts)" % name)
+    desired = current.copy()
+    if labels is not None:
+        merged = {} if purge_labels else dict(desired.labels)
+        merged.update(labels)
+        if merged:
+            desired.metadata["labels"] = merged
+        else:
+            desired.metadata.pop("labels", None)
+    bgp = dict(desired.spec.get("bgp") or {})
+    if as_number is not None:
+        if as_number == 0:
+            bgp.pop("asNumber", None)
+        else:
+            bgp["asNumber"] = as_number
+    if rr_cluster_id is not None:
+        if rr_cluster_id == "":
+            bgp.pop("routeReflectorClusterID", None)
+        else:
+            bgp["routeReflectorClusterID"] = rr_cluster_id
+    if bgp or "bgp" in desired.spec:
+        desired.spec["bgp"] = bgp
+    prepare(store, desired, creating=False)
+    if same(desired, current):
+        return Result(False, current, current)
+    return Result(True, current, write(store, current, desired, check_mode))
+
+
+# ---- ClusterInformation --------------------------------------------------------------------------
+
+def ensure_cluster_identity(store, cluster_name, claim=True, check_mode=False):
+    """Refuse a datastore that belongs to another cluster; claim it for ``cluster_name`` when unclaimed."""
+    current = store.get(ClusterInformation, "default")
+    have = current.cluster_name if current is not None else ""
+    if have and have != cluster_name:
+        raise PycalicoError(
+            "this etcd belongs to cluster %r, not %r (ClusterInformation annotation %s): refusing to touch it; "
+            "check ETCD_ENDPOINTS and CLUSTER_NAME in the inventory" % (have, cluster_name, CLUSTER_NAME_ANNOTATION))
+    if have == cluster_name or not claim:
+        return Result(False, current, current)
+    if current is None:
+        desired = ClusterInformation("default", {
+            "clusterGUID": uuid.uuid4().hex,
+            "clusterType": "pycalico",
+            "calicoVersion": "pycalico",
+            "datastoreReady": True,
+        }, metadata={"annotations": {CLUSTER_NAME_ANNOTATION: cluster_name}})
+    else:
+        desired = current.copy()
+        desired.metadata.setdefault("annotations", {})[CLUSTER_NAME_ANNOTATION] = cluster_name
+    prepare(store, desired, creating=current is None)
+    return Result(True, current, write(store, current, desired, check_mode))

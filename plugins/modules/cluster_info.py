@@ -1,0 +1,114 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) pycalico developers
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: cluster_info
+short_description: Guard and claim the cluster identity of a pycalico etcd
+version_added: "0.1.0"
+description:
+  - Reads the C(default) C(ClusterInformation) resource. Its annotation C(pycalico.io/cluster-name) names the
+    cluster the datastore belongs to.
+  - Fails when that name is another cluster's, so a play aimed at the wrong etcd stops before it writes anything.
+  - With O(claim=true), an unclaimed datastore is claimed for O(cluster_name) (the resource is created when missing).
+author:
+  - pycalico developers (@pycalico)
+extends_documentation_fragment:
+  - pycalico.network.etcd
+  - pycalico.network.etcd.attributes
+options:
+  cluster_name:
+    description: The name of the cluster the play deploys (C(CLUSTER_NAME) of the inventory).
+    type: str
+    required: true
+  claim:
+    description: Record O(cluster_name) in an unclaimed datastore.
+    type: bool
+    default: true
+"""
+
+EXAMPLES = r"""
+- name: Refuse an etcd of another cluster, claim a new one
+  pycalico.network.cluster_info:
+    etcd_endpoints: ["https://192.168.1.1:2379"]
+    etcd_ca_cert_file: /etc/pycalico/ssl/ca.pem
+    etcd_cert_file: /etc/pycalico/ssl/client.pem
+    etcd_key_file: /etc/pycalico/ssl/client-key.pem
+    cluster_name: cluster1
+"""
+
+RETURN = r"""
+cluster_information:
+  description: The ClusterInformation resource (or what it would be in check mode); empty when there is none.
+  returned: always
+  type: dict
+  sample:
+    kind: ClusterInformation
+    apiVersion: projectcalico.org/v3
+    metadata:
+      name: default
+      annotations:
+        pycalico.io/cluster-name: cluster1
+    spec:
+      clusterGUID: 5f0c6a2d8d9d4e4c9a4f1e7b2c3d4e5f
+      datastoreReady: true
+cluster_name:
+  description: The cluster the datastore belongs to (empty when unclaimed).
+  returned: always
+  type: str
+  sample: cluster1
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
+    check_pycalico,
+    comparable,
+    connection_argument_spec,
+    diff,
+    etcd_client,
+    pycalico_errors,
+)
+from ansible_collections.pycalico.network.plugins.module_utils.resources import ensure_cluster_identity
+
+try:
+    from pycalico.model import ResourceStore
+except ImportError:  # reported by check_pycalico()
+    pass
+
+
+def main():
+    argument_spec = connection_argument_spec()
+    argument_spec.update(
+        cluster_name=dict(type="str", required=True),
+        claim=dict(type="bool", default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    check_pycalico(module)
+    p = module.params
+
+    with pycalico_errors(module):
+        client = etcd_client(module)
+        try:
+            result = ensure_cluster_identity(ResourceStore(client), p["cluster_name"], claim=p["claim"],
+                                             check_mode=module.check_mode)
+        finally:
+            client.close()
+
+    after = result.after
+    name = ""
+    if after is not None:
+        name = str(((after.metadata.get("annotations") or {}).get("pycalico.io/cluster-name")) or "")
+    out = dict(changed=result.changed, cluster_information=comparable(after), cluster_name=name)
+    if module._diff:
+        out["diff"] = diff(result.before, result.after)
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()
