@@ -7,6 +7,7 @@
 #
 # Installs what it needs into the project venv (.venv): the PyPI `ansible`
 # bundle (community.crypto, ansible.posix, ...) and ansible-lint. No Galaxy.
+# --install-only: just that (tests/collection uses it when ansible is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -29,6 +30,7 @@ if [ ! -e "$stamp" ]; then
   "$PY" -m pip install -q "ansible==$ANSIBLE_BUNDLE" "ansible-lint==$ANSIBLE_LINT" "netaddr>=1.3"
   touch "$stamp"
 fi
+[ "${1:-}" = "--install-only" ] && exit 0
 export PATH=$BIN:$PATH
 core_ver=$("$PY" -c 'from ansible.release import __version__ as v; print(v)')
 

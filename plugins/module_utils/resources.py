@@ -127,7 +127,7 @@ def ensure_pool(store, ipam, name, spec, state="present", force=False, check_mod
         if used or blocks:
             raise ValidationError(
                 "spec.cidr", desired.spec.get("cidr"),
-                "%s: the CIDR of a pool in use cannot change" % current.cidr,
+                "%s (the CIDR of a pool in use cannot change)" % current.cidr,
                 reason="IPPool %r has %d allocated address(es) in %d block(s); create a new pool, disable "
                        "this one and move the workloads" % (name, used, blocks))
         # Unused: replace the pool (delete, then create under the same name).
@@ -209,8 +209,6 @@ def ensure_bgp_configuration(store, name, spec, state="present", check_mode=Fals
         return Result(True, current, None)
     desired = BGPConfiguration(name, {}) if current is None else current.copy()
     desired.spec.update(spec)
-    for key in [k for k, v in spec.items() if isinstance(v, list) and not v]:
-        desired.spec.pop(key, None)
     prepare(store, desired, creating=current is None)
     if current is not None and same(desired, current):
         return Result(False, current, current)
