@@ -1,0 +1,133 @@
+"""The playbooks themselves: preflight refusals before any host is touched, and the
+cluster-wide part of network.yml (guard, pool, BGP, route reflectors) run against
+the real etcd with the example inventory's kubeasz variables."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from pycalico.model import BGPConfiguration, BGPPeer, ClusterInformation, IPPool, ResourceStore
+from tests.collection.conftest import REPO, snapshot
+
+EXAMPLE = REPO / "inventory" / "example" / "hosts"
+
+
+def recap(stdout: str, host: str) -> dict[str, int]:
+    m = re.search(rf"^{re.escape(host)}\s+:\s+(.*)$", stdout, re.M)
+    assert m, f"no recap for {host}:\n{stdout}"
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
+
+
+def assert_only_preflight_ran(stdout: str) -> None:
+    """Only the deploy-host play ran; the example hosts (which do not exist) were never contacted."""
+    assert re.findall(r"^PLAY \[(.*?)\]", stdout, re.M) == ["Preflight"], stdout
+    assert not re.search(r"\[192\.168\.1\.\d+\]", stdout), stdout
+
+
+@pytest.mark.parametrize("extra,fragments", [
+    (["-e", "CALICO_IPV4POOL_VXLAN=Always"], ["CALICO_IPV4POOL_IPIP", "IPIP and VXLAN on one pool"]),
+    (["-e", "CLUSTER_CIDR=172.20.0.0/33"], ["CLUSTER_CIDR: invalid value '172.20.0.0/33'"]),
+    (["-e", "CALICO_IPV4POOL_CIDR=10.0.0.0/16"], ["CALICO_IPV4POOL_CIDR", "outside CLUSTER_CIDR"]),
+    (["-e", "CALICO_NETWORKING_BACKEND=ospf"], ["CALICO_NETWORKING_BACKEND: invalid value 'ospf'"]),
+    (["-e", "CALICO_IPV4POOL_IPIP=sometimes"], ["CALICO_IPV4POOL_IPIP: invalid value 'sometimes'"]),
+])
+def test_network_preflight_fails_before_touching_a_host(playbook, extra, fragments):
+    proc = playbook(REPO / "playbooks" / "network.yml", *extra, inventory=EXAMPLE)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    for fragment in fragments:
+        assert fragment in out
+    assert_only_preflight_ran(proc.stdout)
+
+
+@pytest.mark.parametrize("pb,extra,fragment", [
+    ("add-node.yml", [], "NODE_TO_ADD: invalid value ''"),
+    ("add-node.yml", ["-e", "NODE_TO_ADD=192.168.1.77"], "add it to the inventory first"),
+    ("del-node.yml", ["-e", "NODE_TO_DEL=worker-01"], "NODE_TO_DEL: invalid value 'worker-01'"),
+])
+def test_node_playbooks_check_their_target(playbook, pb, extra, fragment):
+    proc = playbook(REPO / "playbooks" / pb, *extra, inventory=EXAMPLE)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and fragment in out, out
+    assert_only_preflight_ran(proc.stdout)
+
+
+@pytest.fixture
+def local_inventory(tmp_path: Path, etcd_cluster) -> Path:
+    pki = etcd_cluster.pki
+    inv = tmp_path / "hosts"
+    inv.write_text(f"""
+[etcd]
+
+[kube_master]
+127.0.0.1 ansible_connection=local k8s_nodename=master-01
+
+[kube_node]
+
+[all:vars]
+CLUSTER_NAME="testcluster"
+CLUSTER_NETWORK="calico"
+CLUSTER_CIDR="172.20.0.0/16"
+CALICO_NETWORKING_BACKEND="bird"
+CALICO_IPV4POOL_IPIP="off"
+CALICO_IPV4POOL_BLOCK_SIZE=24
+CALICO_RR_ENABLED=true
+CALICO_AS_NUMBER=64600
+ETCD_ENDPOINTS="{",".join(etcd_cluster.endpoints)}"
+cluster_etcd_ca_cert_file={pki.ca}
+cluster_etcd_cert_file={pki.client_cert}
+cluster_etcd_key_file={pki.client_key}
+ansible_python_interpreter={sys.executable}
+""")
+    return inv
+
+
+def test_network_cluster_part_check_real_idempotent(playbook, local_inventory, etcd):
+    store = ResourceStore(etcd)
+    base = ["--tags", "cluster", "-e", f"pycalico_python={sys.executable}", "-e", "ansible_become=false"]
+    network = REPO / "playbooks" / "network.yml"
+
+    checked = playbook(network, *base, "--check", "--diff", inventory=local_inventory)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert recap(checked.stdout, "127.0.0.1")["changed"] == 4  # identity, pool, BGP configuration, RR peer
+    assert '"ipipMode": "Never"' in checked.stdout  # the diff
+    assert snapshot(etcd) == {}, "check mode wrote to etcd"
+
+    real = playbook(network, *base, inventory=local_inventory)
+    assert real.returncode == 0, real.stdout + real.stderr
+    assert recap(real.stdout, "127.0.0.1")["changed"] == 4
+    pool = store.get(IPPool, "default-ipv4-ippool")
+    assert (pool.cidr, pool.block_size, pool.ipip_mode, pool.nat_outgoing) == ("172.20.0.0/16", 24, "Never", True)
+    conf = store.get(BGPConfiguration, "default")
+    assert conf.as_number == 64600 and conf.node_to_node_mesh is False
+    assert store.get(BGPPeer, "peer-with-route-reflectors").peer_selector == "route-reflector == 'true'"
+    assert store.get(ClusterInformation, "default").cluster_name == "testcluster"
+
+    again = playbook(network, *base, inventory=local_inventory)
+    assert again.returncode == 0 and recap(again.stdout, "127.0.0.1")["changed"] == 0, again.stdout
+
+    # IPIP turned on later (kubeasz #774): the pool is updated in place, nothing else changes.
+    uid = pool.metadata["uid"]
+    ipip = playbook(network, *base, "-e", "CALICO_IPV4POOL_IPIP=Always", inventory=local_inventory)
+    assert ipip.returncode == 0 and recap(ipip.stdout, "127.0.0.1")["changed"] == 1, ipip.stdout
+    pool = store.get(IPPool, "default-ipv4-ippool")
+    assert pool.ipip_mode == "Always" and pool.metadata["uid"] == uid
+
+    # Route reflectors off: the mesh comes back and the RR peering goes.
+    mesh = playbook(network, *base, "-e", "CALICO_IPV4POOL_IPIP=Always", "-e", "CALICO_RR_ENABLED=false",
+                    inventory=local_inventory)
+    assert mesh.returncode == 0 and recap(mesh.stdout, "127.0.0.1")["changed"] == 2, mesh.stdout
+    assert store.get(BGPConfiguration, "default").node_to_node_mesh is True
+    assert store.get(BGPPeer, "peer-with-route-reflectors") is None
+
+    # The same play pointed at this etcd from another cluster stops at the guard and writes nothing.
+    before = snapshot(etcd)
+    other = playbook(network, *base, "-e", "CLUSTER_NAME=othercluster", inventory=local_inventory)
+    out = other.stdout + other.stderr
+    assert other.returncode != 0
+    assert "this etcd belongs to cluster 'testcluster', not 'othercluster'" in out
+    assert snapshot(etcd) == before
