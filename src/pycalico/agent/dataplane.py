@@ -72,6 +72,10 @@ class Dataplane:
         self.protocol = protocol
         self._ipip_supported: bool | None = None
         self.routes_programmed = 0
+        self._applied: Desired | None = None
+        self._programmed: dict[str, Route] = {}
+        self._vxlan_ready = False
+        self._ipip_ready = False
 
     # ---- reads ---------------------------------------------------------------------------
     def our_routes(self) -> dict[str, Route]:
@@ -153,12 +157,16 @@ class Dataplane:
             stats.devices_changed += 1
 
     # ---- neighbours and FDB --------------------------------------------------------------
-    def sync_vxlan_peers(self, desired: Desired, stats: ApplyStats) -> None:
+    def sync_vxlan_peers(self, desired: Desired, stats: ApplyStats, cached: Desired | None = None) -> None:
+        """Diff against the kernel, or against ``cached`` (what the last apply programmed)."""
         if desired.vxlan is None:
             return
-        have_n = {e["dst"]: str(e.get("lladdr", "")).lower()
-                  for e in _json(["ip", "-j", "-4", "neigh", "show", "dev", VXLAN_DEVICE])
-                  if "PERMANENT" in (e.get("state") or [])}
+        if cached is not None:
+            have_n = dict(cached.vxlan_neighbours)
+        else:
+            have_n = {e["dst"]: str(e.get("lladdr", "")).lower()
+                      for e in _json(["ip", "-j", "-4", "neigh", "show", "dev", VXLAN_DEVICE])
+                      if "PERMANENT" in (e.get("state") or [])}
         lines = []
         for ip, mac in desired.vxlan_neighbours.items():
             if have_n.get(ip) != mac:
@@ -168,9 +176,12 @@ class Dataplane:
         if lines:
             self._batch("ip", lines, stats)
             stats.neigh_changed += len(lines)
-        fdb = _json(["bridge", "-j", "fdb", "show", "dev", VXLAN_DEVICE])
-        have_f = {str(e["mac"]).lower(): e.get("dst") for e in fdb
-                  if e.get("state") == "permanent" and e.get("dst") and e.get("mac") != "00:00:00:00:00:00"}
+        if cached is not None:
+            have_f = dict(cached.vxlan_fdb)
+        else:
+            fdb = _json(["bridge", "-j", "fdb", "show", "dev", VXLAN_DEVICE])
+            have_f = {str(e["mac"]).lower(): e.get("dst") for e in fdb
+                      if e.get("state") == "permanent" and e.get("dst") and e.get("mac") != "00:00:00:00:00:00"}
         lines = []
         for mac, dst in desired.vxlan_fdb.items():
             if have_f.get(mac) != dst:
@@ -190,14 +201,15 @@ class Dataplane:
             log.warning("%s batch: %s", tool, proc.stderr.strip()[:1000])
 
     # ---- routes ----------------------------------------------------------------------------
-    def sync_routes(self, desired: Desired, stats: ApplyStats, *, ipip_ready: bool, vxlan_ready: bool) -> None:
+    def sync_routes(self, desired: Desired, stats: ApplyStats, *, ipip_ready: bool, vxlan_ready: bool,
+                    cached: Desired | None = None) -> dict[str, Route]:
         want = dict(desired.routes)
         for dst, route in list(want.items()):
             if route.dev == IPIP_DEVICE and not ipip_ready:
                 del want[dst]
             if route.dev == VXLAN_DEVICE and not vxlan_ready:
                 del want[dst]
-        have = self.our_routes()
+        have = dict(self._programmed) if cached is not None else self.our_routes()
         lines = []
         proto = str(self.protocol)
         for dst, route in want.items():
@@ -205,7 +217,7 @@ class Dataplane:
                 lines.append("route replace " + " ".join(route.ip_args()) + f" proto {proto}")
                 stats.routes_added += 1
         # workload /32s: made by the CNI plugin; repaired (with our protocol) only when missing
-        if desired.workload_routes:
+        if desired.workload_routes and (cached is None or cached.workload_routes != desired.workload_routes):
             existing = {route_from_kernel(e).dst for e in _json(["ip", "-j", "-4", "route", "show", "table", "main",
                                                                  "scope", "link"])}
             links = self.links()
@@ -220,22 +232,38 @@ class Dataplane:
         if lines:
             self._batch("ip", lines, stats)
         self.routes_programmed = len(want)
+        return want
+
+    def forget(self) -> None:
+        """Make the next apply read the kernel."""
+        self._applied = None
 
     # ---- all -------------------------------------------------------------------------------
-    def apply(self, desired: Desired) -> ApplyStats:
+    def apply(self, desired: Desired, *, full: bool = True) -> ApplyStats:
+        """``full`` reads the kernel and repairs any drift; otherwise only the difference
+        from the previous apply is written (one ``ip -batch`` for a watch event)."""
         stats = ApplyStats()
-        vxlan_ready = False
-        try:
-            self.ensure_vxlan(desired.vxlan, stats)
-            vxlan_ready = desired.vxlan is not None
-        except DataplaneError as exc:
-            stats.errors.append(str(exc))
-        ipip_ready = False
-        try:
-            ipip_ready = self.ensure_ipip(desired.ipip, stats)
-        except DataplaneError as exc:
-            stats.errors.append(str(exc))
+        cached = None if full else self._applied
+        vxlan_ready = self._vxlan_ready
+        if cached is None or cached.vxlan != desired.vxlan:
+            vxlan_ready = False
+            try:
+                self.ensure_vxlan(desired.vxlan, stats)
+                vxlan_ready = desired.vxlan is not None
+            except DataplaneError as exc:
+                stats.errors.append(str(exc))
+            cached = None  # a new or changed device has none of the old peers
+        ipip_ready = self._ipip_ready
+        if cached is None or cached.ipip != desired.ipip:
+            ipip_ready = False
+            try:
+                ipip_ready = self.ensure_ipip(desired.ipip, stats)
+            except DataplaneError as exc:
+                stats.errors.append(str(exc))
         if vxlan_ready:
-            self.sync_vxlan_peers(desired, stats)
-        self.sync_routes(desired, stats, ipip_ready=ipip_ready, vxlan_ready=vxlan_ready)
+            self.sync_vxlan_peers(desired, stats, cached)
+        self._programmed = self.sync_routes(desired, stats, ipip_ready=ipip_ready, vxlan_ready=vxlan_ready,
+                                            cached=cached)
+        self._vxlan_ready, self._ipip_ready = vxlan_ready, ipip_ready
+        self._applied = None if stats.errors else desired  # after an error the next apply reads the kernel
         return stats

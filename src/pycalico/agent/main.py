@@ -172,16 +172,16 @@ class Agent:
             self.metrics.etcd_errors.inc()
             log.warning("tunnel address reconcile failed: %s", exc)
 
-    def reconcile_once(self) -> None:
+    def reconcile_once(self, full: bool = True) -> None:
         started = time.monotonic()
         nodes, pools, blocks, weps = self.snapshot()
         self._maybe_reallocate_tunnels(nodes, pools)
         desired = compute(self.settings.nodename, nodes, pools, blocks, weps, parent=self.parent,
                           host_mtu=self.host_mtu, backend=self.settings.backend)
-        stats = self.dataplane.apply(desired)
+        stats = self.dataplane.apply(desired, full=full)
         nat_ok = True
         try:
-            self.nat.apply(desired.nat_pools, desired.all_pools)
+            self.nat.apply(desired.nat_pools, desired.all_pools, check_drift=full)
         except (NatError, OSError) as exc:
             nat_ok = False
             stats.errors.append(str(exc))
@@ -218,13 +218,15 @@ class Agent:
             # batch a burst of watch events into one apply
             self.stop_event.wait(0.005)
             self.dirty.clear()
+            full = time.monotonic() >= next_full
             try:
-                self.reconcile_once()
+                self.reconcile_once(full)
             except Exception:
                 log.exception("reconcile failed")
+                self.dataplane.forget()
                 self.dirty.set()
                 self.stop_event.wait(1.0)
-            if time.monotonic() >= next_full:
+            if full:
                 next_full = time.monotonic() + self.settings.resync_interval
 
     # ---- status key ---------------------------------------------------------------------------

@@ -90,13 +90,14 @@ class NatOutgoing:
                               capture_output=True, text=True, timeout=30)
         return proc.returncode == 0 and MASQ_COMMENT in proc.stdout and self.hook_present()
 
-    def apply(self, masq: list[str], all_pools: list[str], *, force: bool = False) -> bool:
-        """Returns True when something was written."""
+    def apply(self, masq: list[str], all_pools: list[str], *, force: bool = False, check_drift: bool = True) -> bool:
+        """Returns True when something was written. Without ``check_drift`` an unchanged
+        pool list costs nothing (the periodic resync checks the kernel)."""
         if not self.backend:
             self.backend = detect_backend(self.preference)
             log.info("iptables backend: %s", self.backend)
         key = (tuple(masq), tuple(all_pools))
-        if not force and key == self._last and self.in_sync():
+        if not force and key == self._last and (not check_drift or self.in_sync()):
             return False
         proc = subprocess.run(["ipset", "-exist", "restore"], input=ipset_script(masq, all_pools),
                               capture_output=True, text=True, timeout=30)

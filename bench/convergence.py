@@ -1,0 +1,169 @@
+"""Convergence: a new block on one node → its route present on every peer.
+
+Self-contained: starts a TLS etcd, three namespace nodes with the real agent
+(and confd + BIRD for the BGP run), then claims ``--trials`` new blocks on
+node 1 through the real IPAM (pool blockSize 30: four addresses claim a new
+block) and timestamps (from the start of the claim) the route's arrival on each peer with ``ip monitor
+route`` running in the peer's namespace. Reported per mode: p50/p99 of the
+slowest peer per trial, side by side with the issue's goals.
+
+    .venv/bin/python bench/convergence.py [--trials 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pycalico.ipam import IPAM, IpamConfig  # noqa: E402
+from pycalico.model import IPPool, ResourceStore  # noqa: E402
+from tests.support.cluster import etcd_env, etcd_ports  # noqa: E402
+from tests.support.etcd import EtcdCluster  # noqa: E402
+from tests.support.topology import Host, Topology, poll  # noqa: E402
+
+GOALS = {"bgp": 1.0, "vxlan": 0.2}
+
+
+class RouteWatcher:
+    """``ip monitor route`` in a namespace; remembers when each destination first appeared."""
+
+    def __init__(self, ns: str) -> None:
+        self.seen: dict[str, float] = {}
+        self.cond = threading.Condition()
+        self.proc = subprocess.Popen(["ip", "-n", ns, "monitor", "route"], stdout=subprocess.PIPE, text=True,
+                                     bufsize=1)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            now = time.monotonic()
+            if line.startswith("Deleted"):
+                continue
+            words = line.split()
+            if not words:
+                continue
+            dst = words[1] if words[0] in ("blackhole", "unreachable") else words[0]
+            with self.cond:
+                self.seen.setdefault(dst, now)
+                self.cond.notify_all()
+
+    def wait_for(self, dst: str, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while dst not in self.seen:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"route {dst} did not appear within {timeout}s")
+                self.cond.wait(left)
+            return self.seen[dst]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def established(host: Host, peers: int) -> bool:
+    out = host.ctl("node", "status", check=False).stdout
+    return out.count("Established") == peers
+
+
+def run_mode(etcd: EtcdCluster, mode: str, trials: int, prefix: str) -> list[float]:
+    client = etcd.client()
+    client.delete_prefix("/calico/")
+    store = ResourceStore(client)
+    ipam = IPAM(client)
+    ipam.set_config(IpamConfig(max_blocks_per_host=10000))  # every trial claims a new block on node 1
+    env = etcd_env(etcd)
+    env["CALICO_NETWORKING_BACKEND"] = "bird" if mode == "bgp" else "vxlan"
+    env["PYCALICO_CNI_SERVER"] = "false"
+    samples: list[float] = []
+    with Topology(prefix, [3], etcd_ports=etcd_ports(etcd), base_env=env) as topo:
+        store.create(IPPool("bench", {"cidr": "10.90.0.0/16", "blockSize": 30,
+                                      "vxlanMode": "Always" if mode == "vxlan" else "Never"}))
+        for h in topo.hosts:
+            h.start_agent()
+        for h in topo.hosts:
+            poll(lambda h=h: (h.state_dir / "nodename").exists(), 30, what=f"{h.name} registered")
+        if mode == "bgp":
+            for h in topo.hosts:
+                h.start_confd()
+            for h in topo.hosts:
+                h.start_bird()
+            for h in topo.hosts:
+                poll(lambda h=h: established(h, 2), 30, what=f"{h.name} BGP sessions")
+        else:
+            for h in topo.hosts:  # every agent has its VXLAN device and peers
+                poll(lambda h=h: h.routes().count("dev vxlan.calico") == 2, 30, what=f"{h.name} VXLAN routes")
+        source, peers = topo.hosts[0], topo.hosts[1:]
+        watchers = [RouteWatcher(p.ns) for p in peers]
+        try:
+            time.sleep(0.2)  # let `ip monitor` subscribe before the first trial
+            i = 0
+            while len(samples) < trials:
+                i += 1
+                known = peers[0].routes()
+                # the clock starts before the claim: the block's affinity is written part-way through it
+                started = time.monotonic()
+                ips = ipam.auto_assign(f"bench-{uuid.uuid4().hex[:8]}-{i}", {"node": source.name}, source.name,
+                                       num=4)
+                fresh = {str(ipaddress.ip_interface(str(ip)).network) for ip in ips} - {
+                    line.split()[0] for line in known.splitlines() if line}
+                if not fresh:
+                    continue  # every address fitted in a block the peers already route
+                block = sorted(fresh)[0]
+                try:
+                    arrivals = [w.wait_for(block, 30) for w in watchers]
+                except TimeoutError:
+                    for h in topo.hosts:
+                        print(f"== {h.name}\n{h.routes()}\n{h.log('agent')[-1500:]}\n{h.log('confd')[-1500:]}"
+                              f"\n{h.log('bird')[-1500:]}", file=sys.stderr)
+                    raise
+                samples.append(max(arrivals) - started)
+                time.sleep(0.05)  # spacing between trials, not synchronisation
+        finally:
+            for w in watchers:
+                w.close()
+    client.close()
+    return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=20)
+    args = parser.parse_args()
+    prefix = f"bc{uuid.uuid4().hex[:5]}"
+    results: dict[str, list[float]] = {}
+    with EtcdCluster(1, prefix=prefix) as etcd:
+        for mode in ("bgp", "vxlan"):
+            results[mode] = run_mode(etcd, mode, args.trials, f"{prefix}{mode[0]}")
+    print(f"{'mode':<6} {'trials':>6} {'p50 s':>8} {'p99 s':>8} {'max s':>8} {'goal s':>7} {'p50/goal':>9}")
+    for mode, samples in results.items():
+        p50, p99 = statistics.median(samples), percentile(samples, 0.99)
+        print(f"{mode:<6} {len(samples):>6} {p50:>8.4f} {p99:>8.4f} {max(samples):>8.4f} {GOALS[mode]:>7.2f} "
+              f"{p50 / GOALS[mode]:>9.3f}")
+    b, v = results["bgp"], results["vxlan"]
+    print(f"RESULT bgp_p50_s={statistics.median(b):.4f} bgp_p99_s={percentile(b, 0.99):.4f} "
+          f"vxlan_p50_s={statistics.median(v):.4f} vxlan_p99_s={percentile(v, 0.99):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
