@@ -47,13 +47,13 @@ class Cluster:
         return self.store.create(IPPool(name, {"cidr": cidr, "ipipMode": ipip, "vxlanMode": vxlan,
                                                "natOutgoing": nat, "blockSize": block_size}))
 
-    def add_pod(self, host: Host, name: str, pools: list[str] | None = None) -> Pod:
+    def add_pod(self, host: Host, name: str, pools: list[str] | None = None, mtu: int = 1500) -> Pod:
         container = f"{host.name}-{name}"
         handle = handle_id("k8s-pod-network", container)
         ips = self.ipam.auto_assign(handle, {"node": host.name, "namespace": "default", "pod": name}, host.name,
                                     pools=pools)
         ip = str(ips[0].ip)
-        pod = host.add_pod(name, ip)
+        pod = host.add_pod(name, ip, mtu=mtu)
         wep = WorkloadEndpoint(wep_name(host.name, "k8s", name, "eth0"), {
             "orchestrator": "k8s", "workload": "", "node": host.name, "containerID": container, "pod": name,
             "endpoint": "eth0", "ipNetworks": [f"{ip}/32"], "interfaceName": pod.veth,
