@@ -15,9 +15,11 @@ import ctypes
 import errno
 import ipaddress
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -122,6 +124,17 @@ class Dataplane:
         found = ipr.link_lookup(ifname=ifname)
         return found[0] if found else None
 
+    @staticmethod
+    def _get_index(ipr: IPRoute, ifname: str) -> int | None:
+        """One RTM_GETLINK by name (no dump)."""
+        try:
+            links = list(ipr.link("get", ifname=ifname))
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise
+        return int(links[0]["index"]) if links else None
+
     def _delete_host_link(self, ifname: str) -> bool:
         try:
             self.ipr.link("del", ifname=ifname)
@@ -143,33 +156,32 @@ class Dataplane:
     # ---- ADD -------------------------------------------------------------------------
 
     def begin_pod(self, netns_path: str, ifname: str, host_ifname: str, mtu: int) -> PendingPod:
-        """Create the veth pair (host side configured and up); no addresses yet.
+        """Create the veth pair, host side configured and up; no addresses yet.
 
-        Fails before touching anything when the netns cannot be opened or already
-        has ``ifname``."""
+        Fails before leaving anything behind when the netns cannot be opened or
+        already has ``ifname``."""
         nsfd = open_netns(netns_path)
         pending = PendingPod(nsfd, netns_path, ifname, host_ifname, _random_mac(), mtu)
         try:
             with in_netns(nsfd):
                 pod = IPRoute()
             pending.pod = pod
-            if self._index(pod, ifname) is not None:
-                raise DataplaneError(f"interface {ifname!r} already exists in netns {netns_path}")
             try:
                 self._create_veth(host_ifname, ifname, nsfd, pending.container_mac, mtu)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise
+                if self._index(pod, ifname) is not None:
+                    raise DataplaneError(f"interface {ifname!r} already exists in netns {netns_path}") from None
                 # A stale host veth with our name (an earlier attachment): replace it.
                 self._delete_host_link(host_ifname)
                 self._create_veth(host_ifname, ifname, nsfd, pending.container_mac, mtu)
             pending.created = True
-            host_idx = self._index(self.ipr, host_ifname)
+            host_idx = self._get_index(self.ipr, host_ifname)
             if host_idx is None:
                 raise DataplaneError(f"host veth {host_ifname} vanished after creation")
             pending.host_index = host_idx
             self._host_sysctls(host_ifname)
-            self.ipr.link("set", index=host_idx, state="up")
             return pending
         except NetlinkError as exc:
             self.abort_pod(pending)
@@ -207,6 +219,7 @@ class Dataplane:
             kind="veth",
             address=HOST_MAC,
             mtu=mtu,
+            state="up",
             peer={"ifname": ifname, "net_ns_fd": nsfd, "mtu": mtu, "address": mac},
         )
 
@@ -222,7 +235,7 @@ class Dataplane:
             pass  # IPv6 disabled on this host
 
     def _configure_pod(self, pod: IPRoute, ifname: str, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
-        idx = self._index(pod, ifname)
+        idx = self._get_index(pod, ifname)
         if idx is None:
             raise DataplaneError(f"container interface {ifname} missing after creation")
         pod.link("set", index=idx, state="up")
@@ -274,6 +287,17 @@ class Dataplane:
             return
         finally:
             os.close(nsfd)
+
+    def wait_link_gone(self, host_ifname: str, done: Any, timeout: float = 5.0) -> None:
+        """Poll (one RTM_GETLINK each) until ``host_ifname`` is unlisted or ``done``
+        (a Future) has finished."""
+        deadline = time.monotonic() + timeout
+        while not done.done() and time.monotonic() < deadline:
+            if self._get_index(self.ipr, host_ifname) is None:
+                return
+            time.sleep(0.002)
+        if not done.done():
+            done.result(timeout=max(0.0, deadline - time.monotonic()) + 30)
 
     def host_link_exists(self, host_ifname: str) -> bool:
         return self._index(self.ipr, host_ifname) is not None

@@ -70,6 +70,19 @@ PLUGIN = "plugin"
 IPAM_ROLE = "ipam"
 
 
+class _EtcdClient(EtcdClient):
+    """Works around a gap in EtcdClient: a kept-alive TLS connection that etcd closed
+    (etcd restarted) fails with SSLEOFError, which is not retried on a new connection
+    the way RemoteDisconnected is. The failed connection is dropped by then, so one
+    more try connects afresh; with etcd really down it fails again at once."""
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return super().call(path, body)
+        except DatastoreUnavailable:
+            return super().call(path, body)
+
+
 # ---- runtime: what lives across requests (warm in the server, fresh in-process) -------------
 
 
@@ -96,7 +109,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._ready: dict[tuple[Any, ...], float] = {}
-        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(4, "cni-io") if parallel else None
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(24, "cni-io") if parallel else None
         self._log_files: set[str] = set()
 
     def context(self, conf: NetConf) -> Context:
@@ -106,7 +119,7 @@ class Runtime:
             if ctx is None:
                 tls = TlsConfig(conf.etcd_ca_cert_file, conf.etcd_cert_file, conf.etcd_key_file) \
                     if conf.etcd_ca_cert_file else None
-                client = EtcdClient(list(conf.etcd_endpoints), tls, timeout=5.0, connect_timeout=2.0)
+                client = _EtcdClient(list(conf.etcd_endpoints), tls, timeout=5.0, connect_timeout=2.0)
                 ctx = Context(client, ResourceStore(client), IPAM(client, lock_dir=key[-1] or None))
                 self._contexts[key] = ctx
             return ctx
@@ -360,8 +373,10 @@ def ipam_undo(req: CniRequest, conf: NetConf, ctx: Context, assigned: list[ipadd
 
 def ipam_release(req: CniRequest, conf: NetConf, ctx: Context, w: names.Workload) -> None:
     if conf.ipam.type == OWN_IPAM:
-        ctx.ipam.release_by_handle(names.handle_id(conf.name, req.container_id))
-        ctx.ipam.release_by_handle(names.legacy_handle_id(w))
+        # Calico also releases the legacy handle (<ns>.<pod> / <containerID>) of old
+        # releases; we never write one, so only when the current handle held nothing.
+        if not ctx.ipam.release_by_handle(names.handle_id(conf.name, req.container_id)):
+            ctx.ipam.release_by_handle(names.legacy_handle_id(w))
     else:
         exec_plugin(req, conf.ipam.type, "DEL", req.stdin)
 
@@ -440,20 +455,41 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
             dp.abort_pod(pending)
             raise
 
-    try:
-        dp.finish_pod(pending, [ipaddress.IPv4Interface(f"{a.ip}/32") for a in addrs])
-        wep = _wep(conf, node, w, host_if, pending.container_mac, addrs)
+    wep = _wep(conf, node, w, host_if, pending.container_mac, addrs)
+
+    def write_wep() -> None:
         try:
             ctx.store.create(wep)
         except ResourceExists:
             # A stale endpoint of an earlier attempt (its interface is gone, or we would
             # have failed above): this attachment replaces it.
             ctx.store.apply(wep)
+
+    try:
+        if rt.parallel:
+            written = rt.submit(write_wep)
+            try:
+                dp.finish_pod(pending, [ipaddress.IPv4Interface(f"{a.ip}/32") for a in addrs])
+            finally:
+                written.result()
+        else:
+            dp.finish_pod(pending, [ipaddress.IPv4Interface(f"{a.ip}/32") for a in addrs])
+            write_wep()
     except BaseException:
         dp.abort_pod(pending)
+        _undo_wep(ctx, wep, req.container_id)
         ipam_undo(req, conf, ctx, addrs)
         raise
     return _result(req, host_if, pending.container_mac, mtu, addrs).to_json(conf.cni_version)
+
+
+def _undo_wep(ctx: Context, wep: WorkloadEndpoint, container_id: str) -> None:
+    try:
+        current = ctx.store.get(WorkloadEndpoint, wep.name, wep.namespace)
+        if current is not None and current.container_id == container_id:
+            ctx.store.delete(WorkloadEndpoint, wep.name, wep.namespace, resource_version=current.resource_version)
+    except PycalicoError:
+        log.exception("rolling back endpoint %s failed", wep.name)
 
 
 def plugin_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
@@ -461,12 +497,16 @@ def plugin_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
     host_if = names.host_veth_name(w)
     node = resolve_nodename(conf)
     ctx = rt.context(conf)
-    dp = rt.dataplane()
     name = wep_name(node, w.orchestrator, w.workload, w.ifname)
+    has_netns = bool(req.netns) and os.path.exists(req.netns)
 
     def datastore_part() -> bool:
         """Release addresses and the endpoint; True when the endpoint was ours (or gone)."""
         ipam_release(req, conf, ctx, w)
+        if not w.is_k8s:
+            # The name carries the container id: the endpoint can only be this one's.
+            ctx.store.delete(WorkloadEndpoint, name, w.namespace)
+            return True
         wep = ctx.store.get(WorkloadEndpoint, name, w.namespace)
         if wep is None:
             return True
@@ -477,33 +517,33 @@ def plugin_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
         return True
 
     def dataplane_part(owned: bool | None) -> None:
-        if req.netns and os.path.exists(req.netns):
+        dp = rt.dataplane()
+        if has_netns:
             dp.del_pod(req.netns, req.ifname, "")
         elif not w.is_k8s or owned:
             # No netns: a plain-CNI host veth name is unique to the container; a pod's
             # only when the endpoint was ours.
             dp.del_pod("", req.ifname, host_if)
 
-    if rt.parallel and req.netns and os.path.exists(req.netns):
-        future = rt.submit(datastore_part)
-        dp_error: BaseException | None = None
-        try:
-            dataplane_part(None)
-        except BaseException as exc:  # noqa: BLE001 - finish the datastore part first
-            dp_error = exc
-        future.result()
-        if dp_error is not None:
-            raise dp_error
+    if rt.parallel and has_netns:
+        # The kernel unlists a deleted veth at once but takes ~15 ms more to free it;
+        # answer once it is gone from the host (and the datastore is done), not freed.
+        datastore = rt.submit(datastore_part)
+        removal = rt.submit(dataplane_part, None)
+        rt.dataplane().wait_link_gone(host_if, removal)
+        if removal.done():
+            removal.result()
+        datastore.result()
         return
     owned: bool | None = None
-    dp_error = None
+    ds_error = None
     try:
         owned = datastore_part()
     except DatastoreError as exc:
-        dp_error = exc
+        ds_error = exc
     dataplane_part(owned)
-    if dp_error is not None:
-        raise dp_error
+    if ds_error is not None:
+        raise ds_error
 
 
 def _addrs_from_prev(conf: NetConf) -> list[ipaddress.IPv4Interface]:

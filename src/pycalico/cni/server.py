@@ -15,7 +15,6 @@ pyroute2 imported, so an ADD costs the launcher's start plus the real work.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import queue
@@ -25,7 +24,7 @@ import sys
 import threading
 from typing import Any
 
-from pycalico.cni.launcher import DEFAULT_SOCKET
+from pycalico.cni.launcher import DEFAULT_SOCKET, decode_request, encode_reply
 from pycalico.cni.plugin import Runtime, execute
 
 log = logging.getLogger("pycalico.cni.server")
@@ -139,14 +138,17 @@ class CniServer:
             if size > MAX_REQUEST:
                 return
             chunks.append(data)
-        request = json.loads(b"".join(chunks))
-        code, out = self.handle(request)
-        conn.sendall(json.dumps({"code": code, "stdout": out}).encode())
+        try:
+            role, env, stdin = decode_request(b"".join(chunks))
+        except ValueError:
+            log.warning("dropping a malformed fast-path request")
+            return
+        code, out = self.handle(role, env, stdin)
+        conn.sendall(encode_reply(code, out))
 
-    def handle(self, request: dict[str, Any]) -> tuple[int, str]:
-        role = request.get("role") if request.get("role") in ("plugin", "ipam") else "plugin"
-        env = {str(k): str(v) for k, v in (request.get("env") or {}).items() if str(k).startswith("CNI_")}
-        stdin = str(request.get("stdin") or "").encode("utf-8", "surrogateescape")
+    def handle(self, role: str, env: dict[str, str], stdin: bytes) -> tuple[int, str]:
+        role = role if role in ("plugin", "ipam") else "plugin"
+        env = {k: v for k, v in env.items() if k.startswith("CNI_")}
         return execute(role, env, stdin, self.runtime)
 
 

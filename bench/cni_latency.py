@@ -1,0 +1,170 @@
+"""CNI latency: our plugin against Debian's Go ``ptp`` + ``host-local`` in the same run.
+
+Self-contained (root): a host network namespace with its own etcd (mutual TLS), the
+datastore prepared, the plugin installed with an absolute interpreter, the fast-path
+server running as its own process (as inside the agent), pods as namespaces; all
+removed at the end. Run with the project's Python: ``.venv/bin/python bench/cni_latency.py``.
+
+Measured per plugin, each invocation as a runtime makes it (fork+exec, stdin config):
+- 100 sequential ADD+DEL pairs, interleaved with the reference so drift hits both;
+- 100 ADDs from 8 concurrent callers (wall time), then their DELs.
+Both our paths are measured: through the agent socket (fast) and in-process (fallback).
+
+Last line: ``RESULT add_p50_ratio=<x> add_p99_ratio=<x> del_p50_ratio=<x> concurrent_ratio=<x>``
+(fast path / reference; the in-process ratios are on the ``INPROCESS`` line before it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
+
+from tests.support.cni_env import DEBIAN_CNI, CniEnv, add_netns, del_netns, netns_path  # noqa: E402
+
+PAIRS = 100
+CONCURRENT = 100
+CALLERS = 8
+WARMUP = 5
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+class Plugin:
+    def __init__(self, label: str, env: CniEnv, binary: str, conf: dict[str, Any], extra_env: dict[str, str]):
+        self.label = label
+        self.env = env
+        self.binary = binary
+        self.stdin = json.dumps(conf).encode()
+        self.extra_env = extra_env
+
+    def call(self, command: str, cid: str, netns: str) -> float:
+        env = self.env.env(command, cid, netns)
+        env.pop("PYCALICO_CNI_SOCKET", None)
+        env.pop("PYCALICO_CNI_NO_FAST_PATH", None)
+        env.update(self.extra_env)
+        started = time.perf_counter()
+        proc = subprocess.run([self.binary], input=self.stdin, env=env, capture_output=True)
+        elapsed = (time.perf_counter() - started) * 1000
+        if proc.returncode != 0:
+            raise RuntimeError(f"{self.label} {command} {cid}: rc={proc.returncode} {proc.stdout!r} {proc.stderr!r}")
+        return elapsed
+
+
+def make_pods(env: CniEnv, tag: str, n: int) -> list[tuple[str, str, str]]:
+    out = []
+    for i in range(n):
+        name = f"{env.prefix}-{tag}{i}"
+        add_netns(name)
+        out.append((name, netns_path(name), os.urandom(8).hex()))
+    return out
+
+
+def drop_pods(pods: list[tuple[str, str, str]]) -> None:
+    for name, _, _ in pods:
+        del_netns(name)
+
+
+def sequential(plugins: list[Plugin], env: CniEnv) -> dict[str, tuple[list[float], list[float]]]:
+    results: dict[str, tuple[list[float], list[float]]] = {p.label: ([], []) for p in plugins}
+    pods = {p.label: make_pods(env, f"s{k}", PAIRS + WARMUP) for k, p in enumerate(plugins)}
+    try:
+        for i in range(PAIRS + WARMUP):
+            for p in plugins:
+                _, path, cid = pods[p.label][i]
+                add = p.call("ADD", cid, path)
+                dele = p.call("DEL", cid, path)
+                if i >= WARMUP:
+                    results[p.label][0].append(add)
+                    results[p.label][1].append(dele)
+    finally:
+        for p in plugins:
+            drop_pods(pods[p.label])
+    return results
+
+
+def concurrent(p: Plugin, env: CniEnv, tag: str) -> tuple[float, list[float]]:
+    pods = make_pods(env, tag, CONCURRENT)
+    try:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(CALLERS) as pool:
+            adds = list(pool.map(lambda pod: p.call("ADD", pod[2], pod[1]), pods))
+        wall = (time.perf_counter() - started) * 1000
+        with ThreadPoolExecutor(CALLERS) as pool:
+            list(pool.map(lambda pod: p.call("DEL", pod[2], pod[1]), pods))
+        return wall, adds
+    finally:
+        drop_pods(pods)
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        sys.exit("bench/cni_latency.py needs root (network namespaces)")
+    prefix = "b" + os.urandom(3).hex()
+    with CniEnv(prefix, fast=False) as env:
+        server_log = env.base / "server.log"
+        ready = env.base / "server.ready"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pycalico.cni.server", "--socket", env.socket_path, "--ready-file", str(ready)],
+            stdout=subprocess.DEVNULL, stderr=open(server_log, "w"), cwd=str(REPO))
+        try:
+            deadline = time.monotonic() + 30
+            while not ready.exists():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"fast-path server did not start: {server_log.read_text()[-2000:]}")
+                time.sleep(0.02)
+            run(env)
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+def run(env: CniEnv) -> None:
+    ours_conf = env.netconf("1.0.0", log_level="warning")
+    ref_conf = {"cniVersion": "1.0.0", "name": "bench-ref", "type": "ptp", "ipMasq": False, "mtu": 1440,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]],
+                         "dataDir": str(env.base / "host-local")}}
+    fast = Plugin("pycalico (fast path)", env, str(env.bin_dir / "pycalico"), ours_conf,
+                  {"PYCALICO_CNI_SOCKET": env.socket_path})
+    inproc = Plugin("pycalico (in-process)", env, str(env.bin_dir / "pycalico"), ours_conf,
+                    {"PYCALICO_CNI_NO_FAST_PATH": "1"})
+    ref = Plugin("ptp+host-local (Go)", env, f"{DEBIAN_CNI}/ptp", ref_conf, {})
+
+    print(f"interpreter: {sys.executable}; launcher: {(env.bin_dir / 'pycalico').read_text().splitlines()[0]}")
+    seq = sequential([ref, fast, inproc], env)
+    conc = {p.label: concurrent(p, env, f"c{k}") for k, p in enumerate([ref, fast, inproc])}
+
+    print(f"{'plugin':24} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9} {'8x100 ADD wall':>15}")
+    stats = {}
+    for label, (adds, dels) in seq.items():
+        wall = conc[label][0]
+        stats[label] = (statistics.median(adds), pct(adds, 99), statistics.median(dels), pct(dels, 99), wall)
+        print(f"{label:24} {stats[label][0]:8.1f}ms {stats[label][1]:8.1f}ms {stats[label][2]:8.1f}ms "
+              f"{stats[label][3]:8.1f}ms {wall:13.0f}ms")
+
+    def ratios(label: str) -> str:
+        s, r = stats[label], stats[ref.label]
+        return (f"add_p50_ratio={s[0] / r[0]:.2f} add_p99_ratio={s[1] / r[1]:.2f} "
+                f"del_p50_ratio={s[2] / r[2]:.2f} concurrent_ratio={s[4] / r[4]:.2f}")
+
+    print("goals: add_p50 <= 1.5, add_p99 <= 2.0, del_p50 <= 1.0, concurrent <= 1.5")
+    print(f"INPROCESS {ratios(inproc.label)}")
+    print(f"RESULT {ratios(fast.label)}")
+
+
+if __name__ == "__main__":
+    main()
