@@ -8,8 +8,9 @@ import json
 
 import pytest
 
+from pycalico.model import Node
 from tests.support.cluster import ping, ping_until, running_cluster
-from tests.support.topology import Host
+from tests.support.topology import Host, poll
 
 pytestmark = pytest.mark.netns
 
@@ -41,3 +42,24 @@ def test_cross_subnet_encapsulates_only_between_subnets(etcd_cluster, etcd, uniq
         assert vxlan_tx(a) == before, "same-subnet traffic went through the VXLAN device"
         assert ping(pa, pc.ip, count=20, timeout=1)
         assert vxlan_tx(a) >= before + 20, "cross-subnet traffic was not encapsulated"
+
+
+def test_ipip_pool_on_a_kernel_without_ipip_allocates_and_computes_but_programs_no_tunnel(etcd_cluster, etcd, unique):
+    """This kernel has no ipip: the agent allocates tunl0's address, writes the IPIP pod MTU and keeps
+    its blackholes, and leaves the tunnel routes out (BIRD still carries the blocks)."""
+    with running_cluster(etcd_cluster, etcd, unique, [2], env={"CALICO_IPV4POOL_CIDR": "10.243.0.0/16",
+                                                             "CALICO_IPV4POOL_IPIP": "Always"}) as cl:
+        cl.start()
+        a, b = cl.hosts
+        pa, pb = cl.add_pod(a, "p"), cl.add_pod(b, "q")
+        for host in (a, b):
+            node = cl.store.must_get(Node, host.name)
+            assert node.ipip_tunnel_addr.startswith("10.243.")
+            assert (host.state_dir / "mtu").read_text().strip() == "1480"
+        poll(lambda: "no ipip support" in a.log("agent"), 15, what="the agent says why tunl0 is missing")
+        poll(lambda: "blackhole " + str(ipaddress.ip_network(f"{pa.ip}/26", strict=False)) in a.routes(), 15,
+             what="blackhole for the local block")
+        assert "tunl0" not in a.routes()
+        conf = (a.bird_dir / "bird.conf").read_text()
+        assert "if net ~ 10.243.0.0/16 then reject;" in conf.split("filter calico_kernel_programming")[1]
+        assert pb.ip
