@@ -2,8 +2,10 @@
 # Installs the Debian packages the tests, benchmarks and lab need. Idempotent:
 # does nothing when every package is already installed.
 set -euo pipefail
+# With arguments, installs those packages instead of the test set.
 packages=(etcd-server etcd-client bird2 containernetworking-plugins iproute2 iputils-ping
-          iptables ipset tcpdump iperf3 procps)
+          iptables ipset tcpdump iperf3 procps openssl)
+if (($#)); then packages=("$@"); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
