@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pycalico.bgp import config as bgpconfig  # noqa: E402
 from pycalico.ipam import IPAM, IpamConfig  # noqa: E402
-from pycalico.model import IPPool, ResourceStore  # noqa: E402
+from pycalico.model import IPPool, Node, ResourceStore  # noqa: E402
 from tests.support.cluster import etcd_env, etcd_ports  # noqa: E402
 from tests.support.etcd import EtcdCluster  # noqa: E402
 from tests.support.topology import Host, Topology, poll  # noqa: E402
@@ -145,9 +146,42 @@ def run_mode(etcd: EtcdCluster, mode: str, trials: int, prefix: str) -> list[flo
     return samples
 
 
+def session_start(prefix: str, trials: int, scan_time: int | None) -> list[float]:
+    """Both BIRDs start at once → each has the other's block. The shipped config, or the same
+    with ``scan time`` raised (BIRD's main loop then has no timer due and the first UPDATE
+    waits for its 3 s poll cap)."""
+    samples = []
+    with Topology(prefix, [2]) as topo:
+        a, b = topo.hosts
+        nodes = {h.name: Node(h.name, {"bgp": {"ipv4Address": h.ip}}) for h in (a, b)}
+        pools = [IPPool("p", {"cidr": "10.93.0.0/16"})]
+        blocks = {a.name: "10.93.1.0/26", b.name: "10.93.2.0/26"}
+        for h in (a, b):
+            text = bgpconfig.render(bgpconfig.compute(h.name, nodes, None, [], pools, [blocks[h.name]],
+                                                      uplink="eth0"))
+            if scan_time is not None:
+                text = text.replace("scan time 1;", f"scan time {scan_time};")
+            (h.bird_dir / "bird.conf").write_text(text)
+        for _ in range(trials):
+            watchers = {a.name: RouteWatcher(a.ns), b.name: RouteWatcher(b.ns)}
+            time.sleep(0.1)  # let `ip monitor` subscribe
+            started = time.monotonic()
+            for h in (a, b):
+                h.spawn("bird", ["bird", "-f", "-c", str(h.bird_dir / "bird.conf"), "-s", str(h.bird_ctl)])
+            done = [watchers[a.name].wait_for(blocks[b.name], 30), watchers[b.name].wait_for(blocks[a.name], 30)]
+            samples.append(max(done) - started)
+            for w in watchers.values():
+                w.close()
+            for h in (a, b):
+                h.stop("bird")
+                h.run("ip", "route", "flush", "proto", "bird", check=False)  # `persist` keeps them
+    return samples
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--session-trials", type=int, default=5)
     args = parser.parse_args()
     prefix = f"bc{uuid.uuid4().hex[:5]}"
     results: dict[str, list[float]] = {}
@@ -159,6 +193,13 @@ def main() -> int:
         p50, p99 = statistics.median(samples), percentile(samples, 0.99)
         print(f"{mode:<6} {len(samples):>6} {p50:>8.4f} {p99:>8.4f} {max(samples):>8.4f} {GOALS[mode]:>7.2f} "
               f"{p50 / GOALS[mode]:>9.3f}")
+    if args.session_trials:
+        shipped = session_start(f"{prefix}s", args.session_trials, None)
+        slow = session_start(f"{prefix}t", args.session_trials, 10)
+        print("BGP session start → first routes both ways (connect delay 1 s):")
+        for label, values in (("shipped config (scan time 1)", shipped), ("same, scan time 10", slow)):
+            print(f"  {label:<30} median {statistics.median(values):.2f} s  runs "
+                  + " ".join(f"{x:.2f}" for x in values))
     b, v = results["bgp"], results["vxlan"]
     print(f"RESULT bgp_p50_s={statistics.median(b):.4f} bgp_p99_s={percentile(b, 0.99):.4f} "
           f"vxlan_p50_s={statistics.median(v):.4f} vxlan_p99_s={percentile(v, 0.99):.4f}")
