@@ -34,7 +34,8 @@ def test_vxlan_without_bird_pods_ping_and_agent_registers(etcd_cluster, etcd, un
         pools = cl.store.list(IPPool)
         assert [(p.name, p.cidr, p.vxlan_mode, p.nat_outgoing) for p in pools] == [
             ("default-ipv4-ippool", "10.245.0.0/16", "Always", True)]
-        pods = [cl.add_pod(h, "web") for h in cl.hosts]
+        # the CNI plugin: through the agent's socket on two nodes, in-process on the third
+        pods = [cl.add_pod_cni(h, "web", fast=i < 2) for i, h in enumerate(cl.hosts)]
         for src in pods:
             for dst in pods:
                 if src is not dst:
@@ -51,6 +52,8 @@ def test_vxlan_without_bird_pods_ping_and_agent_registers(etcd_cluster, etcd, un
             assert "vxlan id 4096" in link and "dstport 4789" in link and f"{tunnel}/32" in link
             assert f"local {host.addr}" in link and "mtu 1450" in link
             assert (host.state_dir / "mtu").read_text().strip() == "1450"
+            pod = next(p for p in pods if p.host is host)
+            assert "mtu 1450" in host.run("ip", "link", "show", pod.veth).stdout  # the plugin read our MTU file
             assert (host.state_dir / "nodename").read_text().strip() == host.name
             routes = host.routes()
             assert "proto bird" not in routes and not host.bird_ctl.exists()

@@ -14,7 +14,9 @@ def test_mesh_pods_reach_every_other_node_over_bird_routes(etcd_cluster, etcd, u
     with running_cluster(etcd_cluster, etcd, unique, [3]) as cl:
         cl.create_pool("10.244.0.0/16")
         cl.start()
-        pods = [cl.add_pod(h, "web") for h in cl.hosts]
+        pods = [cl.add_pod_cni(h, "web") for h in cl.hosts]  # the CNI plugin, through each agent's socket
+        for h in cl.hosts:
+            assert "CNI fast path listening" in h.log("agent")
 
         # every node learns every other node's block from BIRD
         for host in cl.hosts:

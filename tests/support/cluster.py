@@ -1,20 +1,26 @@
 """A pycalico cluster on a namespace topology: real etcd, agent, confd, BIRD, pods.
 
-Pods get their address from the real IPAM and a WorkloadEndpoint record, and
-their network the way the CNI plugin builds it (``Host.add_pod``).
+Pods come from the real CNI plugin (``add_pod_cni``: through the agent's fast-path
+socket, or in-process), or — where a test needs many quickly or a pool choice —
+from the real IPAM plus a WorkloadEndpoint and a netns built the way the plugin
+builds it (``add_pod``).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pycalico.cni.install import install
 from pycalico.datastore.etcd import EtcdClient
 from pycalico.ipam import IPAM, handle_id
 from pycalico.model import IPPool, ResourceStore, WorkloadEndpoint, wep_name
 from tests.support.etcd import EtcdCluster
-from tests.support.topology import Host, Pod, Topology, nsexec, poll
+from tests.support.topology import Host, Pod, Topology, nsexec, poll, sh
 
 
 def etcd_env(cluster: EtcdCluster) -> dict[str, str]:
@@ -60,6 +66,45 @@ class Cluster:
             "profiles": ["kns.default"],
         }, namespace="default")
         self.store.create(wep)
+        return pod
+
+    def cni_bin(self) -> str:
+        bin_dir = self.topo.dir / "cni-bin"
+        if not (bin_dir / "pycalico").exists():
+            install(bin_dir, sys.executable)
+        return str(bin_dir)
+
+    def add_pod_cni(self, host: Host, name: str, *, fast: bool = True) -> Pod:
+        """A pod made by the real CNI plugin: through the agent's socket (``fast``) or in-process."""
+        pod_ns = f"{host.ns}-{name}"
+        sh("ip", "netns", "add", pod_ns)
+        self.topo._namespaces.append(pod_ns)
+        container = f"{name}{uuid.uuid4().hex[:12]}"
+        env = host.env()
+        conf = {
+            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "pycalico", "datastore_type": "etcdv3",
+            "etcd_endpoints": env["ETCD_ENDPOINTS"], "etcd_ca_cert_file": env["ETCD_CA_CERT_FILE"],
+            "etcd_cert_file": env["ETCD_CERT_FILE"], "etcd_key_file": env["ETCD_KEY_FILE"],
+            "nodename_file": str(host.state_dir / "nodename"), "mtu_file": str(host.state_dir / "mtu"),
+            "ipam_lock_file": str(host.run_dir / "ipam.lock"), "log_file_path": str(host.dir / "cni.log"),
+            "mtu": 0, "ipam": {"type": "pycalico-ipam"},
+        }
+        cni_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container,
+                   "CNI_NETNS": f"/run/netns/{pod_ns}", "CNI_IFNAME": "eth0", "CNI_PATH": self.cni_bin(),
+                   "CNI_ARGS": f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={container}"}
+        if fast:
+            cni_env["PYCALICO_CNI_SOCKET"] = str(host.run_dir / "cni.sock")
+        else:
+            cni_env["PYCALICO_CNI_NO_FAST_PATH"] = "1"
+        proc = subprocess.run(["ip", "netns", "exec", host.ns, f"{self.cni_bin()}/pycalico"],
+                              input=json.dumps(conf).encode(), env=cni_env, capture_output=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"CNI ADD failed ({proc.returncode}): {proc.stdout.decode()} {proc.stderr.decode()}")
+        result = json.loads(proc.stdout)
+        ip = result["ips"][0]["address"].split("/")[0]
+        veth = next(i["name"] for i in result["interfaces"] if not i.get("sandbox"))
+        pod = Pod(name, pod_ns, host, ip, veth)
+        host.pods.append(pod)
         return pod
 
     def start(self, *, bird: bool = True, **env: str) -> None:
@@ -125,7 +170,7 @@ def ping_summary(proc: subprocess.Popen[str]) -> tuple[int, int]:
 def running_cluster(etcd_cluster: EtcdCluster, client: EtcdClient, prefix: str, subnets: list[int], *,
                     outside: bool = False, env: dict[str, str] | None = None) -> Iterator[Cluster]:
     base = etcd_env(etcd_cluster)
-    base.update({"PYCALICO_RESYNC_INTERVAL": "2", "PYCALICO_STATUS_INTERVAL": "5", "PYCALICO_CNI_SERVER": "false"})
+    base.update({"PYCALICO_RESYNC_INTERVAL": "2", "PYCALICO_STATUS_INTERVAL": "5"})
     base.update(env or {})
     with Topology(prefix, subnets, etcd_ports=etcd_ports(etcd_cluster), base_env=base, outside=outside) as topo:
         cluster = Cluster(topo, client)
