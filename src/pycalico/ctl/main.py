@@ -92,14 +92,14 @@ def cmd_ipam_show(args: argparse.Namespace) -> int:
         if pool.version != 4:
             continue
         mine = [b for b in blocks if b.network.subnet_of(pool.network)]
-        used = sum(b.network.num_addresses - b.free() for b in mine)
+        used = sum(b.network.num_addresses - b.free for b in mine)
         size = pool.network.num_addresses
         rows.append(["IP Pool", pool.cidr, str(size), f"{used} ({used * 100 // max(size, 1)}%)",
                      f"{size - used} ({(size - used) * 100 // max(size, 1)}%)"])
         if args.show_blocks:
             for b in sorted(mine, key=lambda b: b.network):
                 n = b.network.num_addresses
-                u = n - b.free()
+                u = n - b.free
                 rows.append(["Block", str(b.network), str(n), f"{u} ({u * 100 // n}%)",
                              f"{n - u} ({(n - u) * 100 // n}%)"])
     print(_table(["Grouping", "CIDR", "IPs total", "IPs in use", "IPs free"], rows))
