@@ -15,6 +15,8 @@ import ctypes
 import errno
 import ipaddress
 import os
+import socket
+import struct
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +24,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import (
+    RTM_DELLINK,
+    RTM_GETLINK,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+)
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 GATEWAY = "169.254.1.1"
@@ -30,6 +43,10 @@ CLONE_NEWNET = 0x40000000
 RT_SCOPE_LINK = 253
 # Routes as Felix and iproute2 make them (RTPROT_BOOT), not pyroute2's default "static".
 RTPROT_BOOT = 3
+RT_TABLE_MAIN = 254
+RTN_UNICAST = 1
+IFF_UP = 1
+NETLINK_ROUTE = 0
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -86,6 +103,102 @@ def _random_mac() -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
+class Rtnl:
+    """A plain rtnetlink socket using pyroute2's message classes for the hot-path
+    requests (link get/up, address, route). pyroute2's IPRoute costs ~0.15 ms of
+    asyncio machinery per call; this costs ~0.04 ms. Created in the calling thread's
+    netns; one per thread."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _request(self, msg: Any, msg_type: int, flags: int) -> list[bytes]:
+        self.seq += 1
+        seq = self.seq
+        msg["header"]["type"] = msg_type
+        msg["header"]["flags"] = flags
+        msg["header"]["sequence_number"] = seq
+        msg.encode()
+        self.sock.send(msg.data)
+        replies: list[bytes] = []
+        while True:
+            data = self.sock.recv(65536)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, rtype, _, rseq, _ = struct.unpack_from("=IHHII", data, offset)
+                if length < 16:
+                    return replies
+                chunk = data[offset:offset + length]
+                offset += (length + 3) & ~3
+                if rseq != seq:
+                    continue
+                if rtype == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", chunk, 16)[0]
+                    if code:
+                        raise NetlinkError(code, os.strerror(code))
+                    return replies
+                if rtype == NLMSG_DONE:
+                    return replies
+                replies.append(chunk)
+                if not flags & NLM_F_ACK:
+                    return replies
+
+    def link_index(self, ifname: str) -> int | None:
+        msg = ifinfmsg()
+        msg["family"] = socket.AF_UNSPEC
+        msg["attrs"] = [("IFLA_IFNAME", ifname)]
+        try:
+            replies = self._request(msg, RTM_GETLINK, NLM_F_REQUEST)
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise
+        return struct.unpack_from("=i", replies[0], 20)[0] if replies else None
+
+    def link_up(self, index: int) -> None:
+        msg = ifinfmsg()
+        msg["family"] = socket.AF_UNSPEC
+        msg["index"] = index
+        msg["flags"] = IFF_UP
+        msg["change"] = IFF_UP
+        self._request(msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
+
+    def link_del(self, index: int) -> None:
+        msg = ifinfmsg()
+        msg["family"] = socket.AF_UNSPEC
+        msg["index"] = index
+        self._request(msg, RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK)
+
+    def addr_add(self, index: int, address: str, prefixlen: int) -> None:
+        msg = ifaddrmsg()
+        msg["family"] = socket.AF_INET
+        msg["prefixlen"] = prefixlen
+        msg["index"] = index
+        msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
+        self._request(msg, RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+
+    def route_add(self, dst: str, dst_len: int, oif: int, *, gateway: str = "", scope: int = 0) -> None:
+        msg = rtmsg()
+        msg["family"] = socket.AF_INET
+        msg["dst_len"] = dst_len
+        msg["table"] = RT_TABLE_MAIN
+        msg["proto"] = RTPROT_BOOT
+        msg["scope"] = scope
+        msg["type"] = RTN_UNICAST
+        attrs: list[tuple[str, Any]] = [("RTA_TABLE", RT_TABLE_MAIN), ("RTA_OIF", oif)]
+        if dst_len:
+            attrs.append(("RTA_DST", dst))
+        if gateway:
+            attrs.append(("RTA_GATEWAY", gateway))
+        msg["attrs"] = attrs
+        self._request(msg, RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+
+
 @dataclass
 class PendingPod:
     """A veth pair made by begin_pod, waiting for its addresses."""
@@ -96,7 +209,7 @@ class PendingPod:
     host_ifname: str
     container_mac: str
     mtu: int
-    pod: IPRoute | None = None
+    pod: Rtnl | None = None
     created: bool = False
     host_index: int = 0
 
@@ -113,10 +226,12 @@ class Dataplane:
     """Netlink handle for the host netns (the calling thread's, at creation)."""
 
     def __init__(self) -> None:
-        self.ipr = IPRoute()
+        self.ipr = IPRoute()  # veth creation, dumps (CHECK)
+        self.rtnl = Rtnl()  # the hot path
 
     def close(self) -> None:
         self.ipr.close()
+        self.rtnl.close()
 
     # ---- helpers ---------------------------------------------------------------------
 
@@ -136,11 +251,18 @@ class Dataplane:
         return int(links[0]["index"]) if links else None
 
     def _delete_host_link(self, ifname: str) -> bool:
+        return self._delete_link(self.rtnl, ifname)
+
+    @staticmethod
+    def _delete_link(rtnl: Rtnl, ifname: str) -> bool:
+        index = rtnl.link_index(ifname)
+        if index is None:
+            return False
         try:
-            self.ipr.link("del", ifname=ifname)
+            rtnl.link_del(index)
             return True
         except NetlinkError as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+            if exc.code in (errno.ENODEV, errno.ENOENT):
                 return False
             raise
 
@@ -164,20 +286,20 @@ class Dataplane:
         pending = PendingPod(nsfd, netns_path, ifname, host_ifname, _random_mac(), mtu)
         try:
             with in_netns(nsfd):
-                pod = IPRoute()
+                pod = Rtnl()
             pending.pod = pod
             try:
                 self._create_veth(host_ifname, ifname, nsfd, pending.container_mac, mtu)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise
-                if self._index(pod, ifname) is not None:
+                if pod.link_index(ifname) is not None:
                     raise DataplaneError(f"interface {ifname!r} already exists in netns {netns_path}") from None
                 # A stale host veth with our name (an earlier attachment): replace it.
                 self._delete_host_link(host_ifname)
                 self._create_veth(host_ifname, ifname, nsfd, pending.container_mac, mtu)
             pending.created = True
-            host_idx = self._get_index(self.ipr, host_ifname)
+            host_idx = self.rtnl.link_index(host_ifname)
             if host_idx is None:
                 raise DataplaneError(f"host veth {host_ifname} vanished after creation")
             pending.host_index = host_idx
@@ -234,15 +356,15 @@ class Dataplane:
         except OSError:
             pass  # IPv6 disabled on this host
 
-    def _configure_pod(self, pod: IPRoute, ifname: str, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
-        idx = self._get_index(pod, ifname)
+    def _configure_pod(self, pod: Rtnl, ifname: str, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
+        idx = pod.link_index(ifname)
         if idx is None:
             raise DataplaneError(f"container interface {ifname} missing after creation")
-        pod.link("set", index=idx, state="up")
+        pod.link_up(idx)
         for addr in addresses:
-            pod.addr("add", index=idx, address=str(addr.ip), prefixlen=32)
-        pod.route("add", dst=f"{GATEWAY}/32", oif=idx, scope=RT_SCOPE_LINK, proto=RTPROT_BOOT)
-        pod.route("add", dst="0.0.0.0/0", gateway=GATEWAY, oif=idx, proto=RTPROT_BOOT)
+            pod.addr_add(idx, str(addr.ip), 32)
+        pod.route_add(GATEWAY, 32, idx, scope=RT_SCOPE_LINK)
+        pod.route_add("0.0.0.0", 0, idx, gateway=GATEWAY)
         try:
             write_sysctl("net/ipv4/ip_forward", "0")
         except OSError:
@@ -250,7 +372,7 @@ class Dataplane:
 
     def _host_route(self, host_idx: int, host_ifname: str, ip: ipaddress.IPv4Address) -> None:
         try:
-            self.ipr.route("add", dst=f"{ip}/32", oif=host_idx, scope=RT_SCOPE_LINK, proto=RTPROT_BOOT)
+            self.rtnl.route_add(str(ip), 32, host_idx, scope=RT_SCOPE_LINK)
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
@@ -275,14 +397,12 @@ class Dataplane:
         except NetnsError:
             return
         try:
-            with self._pod_ipr(nsfd) as pod:
-                idx = self._index(pod, ifname)
-                if idx is not None:
-                    try:
-                        pod.link("del", index=idx)
-                    except NetlinkError as exc:
-                        if exc.code not in (errno.ENODEV, errno.ENOENT):
-                            raise
+            with in_netns(nsfd):
+                pod = Rtnl()
+            try:
+                self._delete_link(pod, ifname)
+            finally:
+                pod.close()
         except NetnsError:
             return
         finally:
@@ -293,7 +413,7 @@ class Dataplane:
         (a Future) has finished."""
         deadline = time.monotonic() + timeout
         while not done.done() and time.monotonic() < deadline:
-            if self._get_index(self.ipr, host_ifname) is None:
+            if self.rtnl.link_index(host_ifname) is None:
                 return
             time.sleep(0.002)
         if not done.done():

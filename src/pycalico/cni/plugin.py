@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pycalico.cni import names
+from pycalico.cni.cache import CachingEtcdClient, ReconnectingEtcdClient
 from pycalico.cni.netconf import OWN_IPAM, NetConf, parse_netconf
 from pycalico.cni.spec import (
     CHECK_FAILED,
@@ -70,19 +71,6 @@ PLUGIN = "plugin"
 IPAM_ROLE = "ipam"
 
 
-class _EtcdClient(EtcdClient):
-    """Works around a gap in EtcdClient: a kept-alive TLS connection that etcd closed
-    (etcd restarted) fails with SSLEOFError, which is not retried on a new connection
-    the way RemoteDisconnected is. The failed connection is dropped by then, so one
-    more try connects afresh; with etcd really down it fails again at once."""
-
-    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return super().call(path, body)
-        except DatastoreUnavailable:
-            return super().call(path, body)
-
-
 # ---- runtime: what lives across requests (warm in the server, fresh in-process) -------------
 
 
@@ -102,8 +90,9 @@ class Runtime:
     ``ready_ttl`` caches a positive ClusterInformation/Node check for that long.
     """
 
-    def __init__(self, *, parallel: bool = False, ready_ttl: float = 0.0) -> None:
+    def __init__(self, *, parallel: bool = False, ready_ttl: float = 0.0, mirror: bool = False) -> None:
         self.parallel = parallel
+        self.mirror = mirror
         self.ready_ttl = ready_ttl
         self._contexts: dict[tuple[str, ...], Context] = {}
         self._lock = threading.Lock()
@@ -119,7 +108,10 @@ class Runtime:
             if ctx is None:
                 tls = TlsConfig(conf.etcd_ca_cert_file, conf.etcd_cert_file, conf.etcd_key_file) \
                     if conf.etcd_ca_cert_file else None
-                client = _EtcdClient(list(conf.etcd_endpoints), tls, timeout=5.0, connect_timeout=2.0)
+                cls = CachingEtcdClient if self.mirror else ReconnectingEtcdClient
+                client = cls(list(conf.etcd_endpoints), tls, timeout=5.0, connect_timeout=2.0)
+                if isinstance(client, CachingEtcdClient):
+                    client.start_mirror()
                 ctx = Context(client, ResourceStore(client), IPAM(client, lock_dir=key[-1] or None))
                 self._contexts[key] = ctx
             return ctx
@@ -170,6 +162,8 @@ class Runtime:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
         for ctx in self._contexts.values():
+            if isinstance(ctx.client, CachingEtcdClient):
+                ctx.client.stop_mirror()
             ctx.client.close()
         dp = getattr(self._local, "dataplane", None)
         if dp is not None:

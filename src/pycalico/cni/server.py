@@ -39,10 +39,12 @@ class CniServer:
     datastore clients are shared through the Runtime.
     """
 
-    def __init__(self, socket_path: str = DEFAULT_SOCKET, *, workers: int = 8, ready_ttl: float = 1.0) -> None:
+    def __init__(self, socket_path: str = DEFAULT_SOCKET, *, workers: int = 8, mirror: bool = True) -> None:
         self.socket_path = socket_path
         self.workers = workers
-        self.runtime = Runtime(parallel=True, ready_ttl=ready_ttl)
+        # mirror: the datastore reads of ADD (IPAM context, blocks, readiness) come from a
+        # watch-fed cache (pycalico.cni.cache); writes stay compare-and-swap.
+        self.runtime = Runtime(parallel=True, mirror=mirror)
         self._sock: socket.socket | None = None
         self._queue: queue.Queue[socket.socket | None] = queue.Queue()
         self._threads: list[threading.Thread] = []

@@ -1,0 +1,190 @@
+"""A watch-fed read cache in front of EtcdClient, for the fast-path server.
+
+The agent keeps it warm: every key under a few prefixes is mirrored by
+list-then-watch (PrefixWatcher) and by write-through of our own successful
+transactions, and by the current values a lost compare-and-swap returns.
+``read_many`` (IPAM's context and block prefetch) and ``get`` of a key that is
+present are answered from memory when the prefix is mirrored and synced.
+
+Why this stays correct: every IPAM write is a compare-and-swap on the mod_revision
+it read. A stale cached block makes the compare fail and IPAM retries with the
+values etcd returns; it never writes over a change it did not see. The one answer
+that could lose an address without a compare — "this handle does not exist" — is
+only taken from memory when the cache saw that deletion; ``get`` of a key it never
+heard of asks etcd.
+
+Generic on purpose: it knows prefixes and revisions, not Calico's JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from pycalico.datastore.etcd import EtcdClient, KeyValue, WatchEvent
+from pycalico.datastore.watch import PrefixWatcher
+from pycalico.errors import DatastoreUnavailable
+from pycalico.model import keys
+
+log = logging.getLogger("pycalico.cni.cache")
+
+# What the ADD path reads: IPAM config/affinities/blocks/handles, pools, nodes, cluster info.
+MIRRORED = (
+    keys.IPAM_ROOT,
+    keys.resource_prefix("ippools"),
+    keys.resource_prefix("nodes"),
+    keys.resource_prefix("clusterinformations"),
+)
+
+
+class ReconnectingEtcdClient(EtcdClient):
+    """Works around a gap in EtcdClient: a kept-alive TLS connection that etcd closed
+    (etcd restarted) fails with SSLEOFError, which is not retried on a new connection
+    the way RemoteDisconnected is. The failed connection is dropped by then, so one
+    more try connects afresh; with etcd really down it fails again at once."""
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return super().call(path, body)
+        except DatastoreUnavailable:
+            return super().call(path, body)
+
+
+class CachingEtcdClient(ReconnectingEtcdClient):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cache_lock = threading.Lock()
+        self._kvs: dict[str, KeyValue | None] = {}  # None: deleted at _revs[key]
+        self._revs: dict[str, int] = {}
+        self._watchers: list[PrefixWatcher] = []
+        self.hits = 0
+        self.misses = 0
+
+    # ---- mirroring ---------------------------------------------------------------------
+
+    def start_mirror(self, prefixes: Sequence[str] = MIRRORED) -> CachingEtcdClient:
+        for prefix in prefixes:
+            watcher = PrefixWatcher(
+                self, prefix,
+                on_sync=lambda kvs, rev, p=prefix: self._on_sync(p, kvs, rev),
+                on_events=self._on_events,
+                name=f"cni-cache {prefix}",
+            )
+            self._watchers.append(watcher.start())
+        return self
+
+    def stop_mirror(self) -> None:
+        for watcher in self._watchers:
+            watcher.stop(timeout=2)
+        self._watchers.clear()
+
+    def _synced(self, key: str) -> bool:
+        return any(key.startswith(w.prefix) and w.synced.is_set() for w in self._watchers)
+
+    def _store(self, key: str, kv: KeyValue | None, revision: int) -> None:
+        if revision >= self._revs.get(key, 0):
+            self._kvs[key] = kv
+            self._revs[key] = revision
+
+    def _on_sync(self, prefix: str, kvs: list[KeyValue], revision: int) -> None:
+        with self._cache_lock:
+            present = {kv.key for kv in kvs}
+            for key in [k for k in self._kvs if k.startswith(prefix) and k not in present]:
+                if self._revs.get(key, 0) <= revision:
+                    self._kvs[key] = None
+                    self._revs[key] = revision
+            for kv in kvs:
+                self._store(kv.key, kv, kv.mod_revision)
+
+    def _on_events(self, events: list[WatchEvent]) -> None:
+        with self._cache_lock:
+            for event in events:
+                if event.kind == "delete":
+                    self._store(event.kv.key, None, event.kv.mod_revision)
+                else:
+                    self._store(event.kv.key, event.kv, event.kv.mod_revision)
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def read_many(self, ranges: Sequence[tuple[str, bool]]) -> list[list[KeyValue]]:
+        if self._watchers and all(self._synced(key) for key, _ in ranges):
+            out: list[list[KeyValue]] = []
+            with self._cache_lock:
+                for key, is_prefix in ranges:
+                    if is_prefix:
+                        found = [kv for k, kv in self._kvs.items() if kv is not None and k.startswith(key)]
+                        out.append(sorted(found, key=lambda kv: kv.key))
+                    else:
+                        kv = self._kvs.get(key)
+                        out.append([kv] if kv is not None else [])
+            self.hits += 1
+            return out
+        self.misses += 1
+        return super().read_many(ranges)
+
+    def get(self, key: str) -> KeyValue | None:
+        """From memory when the cache knows the key: its value, or its deletion (seen in
+        a watch event or done by us). A key it has never seen is asked of etcd: "not
+        there" must not come from a cache that may simply not have heard of it yet."""
+        if key.startswith(MIRRORED) and self._synced(key):
+            with self._cache_lock:
+                known = key in self._kvs
+                kv = self._kvs.get(key)
+            if known:
+                self.hits += 1
+                return kv
+        self.misses += 1
+        return super().get(key)
+
+    # ---- write-through -----------------------------------------------------------------
+
+    def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
+            failure: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        resp = super().txn(compare, success, failure)
+        if not self._watchers:
+            return resp
+        revision = int((resp.get("header") or {}).get("revision", 0) or 0)
+        if not revision:
+            return resp
+        with self._cache_lock:
+            if resp.get("succeeded", not compare):
+                self._write_through(success, revision)
+            else:
+                self._read_through(failure or [], resp, revision)
+        return resp
+
+    def _write_through(self, ops: list[dict[str, Any]], revision: int) -> None:
+        for op in ops:
+            if "request_put" in op:
+                key = base64.b64decode(op["request_put"]["key"]).decode()
+                if key.startswith(MIRRORED):
+                    value = base64.b64decode(op["request_put"].get("value") or b"").decode()
+                    old = self._kvs.get(key)
+                    version = (old.version + 1) if old is not None else 1
+                    created = old.create_revision if old is not None else revision
+                    self._store(key, KeyValue(key, value, revision, created, version), revision)
+            elif "request_delete_range" in op:
+                rng = op["request_delete_range"]
+                if "range_end" not in rng:
+                    key = base64.b64decode(rng["key"]).decode()
+                    if key.startswith(MIRRORED):
+                        self._store(key, None, revision)
+
+    def _read_through(self, ops: list[dict[str, Any]], resp: dict[str, Any], revision: int) -> None:
+        """A lost compare-and-swap returns the current values: keep them."""
+        for op, item in zip(ops, resp.get("responses") or [], strict=False):
+            rng = op.get("request_range")
+            if not rng or "range_end" in rng:
+                continue
+            key = base64.b64decode(rng["key"]).decode()
+            if not key.startswith(MIRRORED):
+                continue
+            kvs = (item.get("response_range") or {}).get("kvs") or []
+            if kvs:
+                kv = KeyValue.from_gateway(kvs[0])
+                self._store(key, kv, kv.mod_revision)
+            else:
+                self._store(key, None, revision)
