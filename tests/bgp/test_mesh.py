@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 import pytest
 
 from tests.support.cluster import ping_until, running_cluster
-from tests.support.topology import poll
+from tests.support.topology import in_netns, poll
 
 pytestmark = pytest.mark.netns
 
@@ -17,6 +19,9 @@ def test_mesh_pods_reach_every_other_node_over_bird_routes(etcd_cluster, etcd, u
         pods = [cl.add_pod_cni(h, "web") for h in cl.hosts]  # the CNI plugin, through each agent's socket
         for h in cl.hosts:
             assert "CNI fast path listening" in h.log("agent")
+            with in_netns(h.ns), urllib.request.urlopen("http://127.0.0.1:9091/metrics", timeout=3) as resp:
+                metrics = resp.read().decode()
+            assert 'pycalico_agent_cni_requests_total{result="ok",verb="ADD"} 1.0' in metrics
 
         # every node learns every other node's block from BIRD
         for host in cl.hosts:

@@ -263,9 +263,24 @@ class Agent:
             return
         try:
             self.cni_server = start_server(str(self.settings.run_dir / "cni.sock"))
+            self._count_cni_requests(self.cni_server)
             log.info("CNI fast path listening on %s", self.settings.run_dir / "cni.sock")
         except Exception:
             log.exception("CNI fast path failed to start; the plugin runs in-process")
+
+    def _count_cni_requests(self, server: Any) -> None:
+        """Wrap the server's ``handle(role, env, stdin)`` to count requests by verb and result."""
+        inner = getattr(server, "handle", None)
+        if inner is None:
+            return
+        counter = self.metrics.cni_requests
+
+        def counted(role: str, env: dict[str, str], stdin: bytes) -> tuple[int, str]:
+            code, out = inner(role, env, stdin)
+            counter.labels(str(env.get("CNI_COMMAND", "")).upper()[:16], "ok" if code == 0 else "error").inc()
+            return code, out
+
+        server.handle = counted
 
     # ---- main ----------------------------------------------------------------------------------
     def run(self) -> int:
