@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 
+from pycalico.model import Node
 from tests.support.cluster import background_ping, ping_summary, ping_until, running_cluster
 from tests.support.topology import Host, in_netns, poll
 
@@ -56,23 +57,33 @@ def test_kill_9_agent_under_traffic_loses_no_ping_and_resyncs_cleanly(etcd_clust
             assert "dataplane: +" not in log, f"restart changed the dataplane:\n{log}"
 
 
-def test_removed_node_routes_vanish_from_the_others(etcd_cluster, etcd, unique):
-    with running_cluster(etcd_cluster, etcd, unique, [3]) as cl:
-        cl.create_pool("10.251.0.0/16")
-        cl.start()
+@pytest.mark.parametrize("mode", ["bgp", "vxlan"])
+def test_removed_node_routes_vanish_from_the_others(etcd_cluster, etcd, unique, mode):
+    env = VXLAN if mode == "vxlan" else {}
+    with running_cluster(etcd_cluster, etcd, unique, [3], env=env) as cl:
+        cl.create_pool("10.251.0.0/16", vxlan="Always" if mode == "vxlan" else "Never")
+        cl.start(bird=mode == "bgp")
         pods = [cl.add_pod(h, "p") for h in cl.hosts]
         a, b, c = cl.hosts
         gone = block_of(pods[2].ip)
+        c_node = cl.store.must_get(Node, c.name)
+        via = c.addr if mode == "bgp" else c_node.vxlan_tunnel_addr
         for h in (a, b):
-            poll(lambda h=h: f"{gone} via {c.addr}" in h.routes(), 20, what=f"{h.name} has {c.name}'s block")
+            poll(lambda h=h: f"{gone} via {via}" in h.routes(), 20, what=f"{h.name} has {c.name}'s block")
         ping_until(pods[0], pods[2].ip)
         for name in ("agent", "confd", "bird"):  # del-node stops the services first
             c.stop(name)
         a.ctl("delete", "node", c.name)
         for h in (a, b):
-            poll(lambda h=h: gone not in h.routes(), 20, what=f"{c.name}'s block gone from {h.name}")
+            poll(lambda h=h: gone not in h.routes() and f"via {via} " not in h.routes(), 20,
+                 what=f"{c.name}'s routes gone from {h.name}")
         ping_until(pods[0], pods[1].ip)  # the others are untouched
-        assert "Mesh_" + c.addr.replace(".", "_") not in (a.bird_dir / "bird.conf").read_text()
+        if mode == "bgp":
+            assert "Mesh_" + c.addr.replace(".", "_") not in (a.bird_dir / "bird.conf").read_text()
+        else:
+            for h in (a, b):
+                assert c_node.vxlan_tunnel_addr not in h.run("ip", "neigh", "show", "dev", "vxlan.calico").stdout
+                assert c.addr not in h.run("bridge", "fdb", "show", "dev", "vxlan.calico").stdout
         assert a.ctl("get", "node", c.name, check=False).returncode == 4
 
 
