@@ -35,7 +35,7 @@ def test_route_reflector_and_external_peer(etcd_cluster, etcd, unique):
         cl.store.create(BGPConfiguration("default", {"nodeToNodeMeshEnabled": False}))
         cl.store.create(BGPPeer("peer-with-rr", {"nodeSelector": "all()",
                                                  "peerSelector": "route-reflector == 'true'"}))
-        ext = cl.topo.add_host(f"{unique[:8]}-ext", 0, 9)
+        ext = cl.topo.add_host(f"{cl.topo.prefix}-ext", 0, 9)
         cl.store.create(BGPPeer("upstream", {"peerIP": ext.addr, "asNumber": EXTERNAL_AS}))
         rr, c1, c2 = cl.hosts[:3]
         rr.start_agent(PYCALICO_RR_CLUSTER_ID="244.0.0.1", PYCALICO_NODE_LABELS="route-reflector=true")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import selectors
 import shutil
@@ -275,7 +276,7 @@ class Host:
     def add_pod(self, name: str, ip: str, mtu: int = 1500) -> Pod:
         """A pod the way the CNI plugin makes one (no datastore records)."""
         pod_ns = f"{self.ns}-{name}"
-        veth = f"cali{abs(hash((self.ns, name))) % 10**11:011d}"[:15]
+        veth = "cali" + hashlib.sha1(f"{self.ns}/{name}".encode()).hexdigest()[:11]
         sh("ip", "netns", "add", pod_ns)
         self.topo._namespaces.append(pod_ns)
         self.run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", pod_ns)
@@ -299,7 +300,8 @@ class Topology:
 
     def __init__(self, prefix: str, subnets: list[int], *, etcd_ports: list[int] | None = None,
                  base_env: dict[str, str] | None = None, outside: bool = False, second_octet: int = 77) -> None:
-        self.prefix = prefix[:8]
+        # namespace and interface names stay short; a long prefix keeps its uniqueness through a hash
+        self.prefix = prefix if len(prefix) <= 8 else "n" + hashlib.sha1(prefix.encode()).hexdigest()[:7]
         self.subnets = subnets
         self.etcd_ports = etcd_ports or []
         self.base_env = dict(base_env or {})
