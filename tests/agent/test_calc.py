@@ -115,6 +115,21 @@ def test_pod_mtu_subtracts_the_encapsulation():
     assert calc.pod_mtu(1500, [pool(vxlanMode="Always")], override=1400) == 1400
 
 
+def test_borrowed_addresses_get_a_host_route_towards_their_node():
+    from pycalico.ipam import AllocationBlock
+
+    raw = AllocationBlock.new("10.244.1.0/26", "host:b")
+    raw.assign(1, "pod-on-b", {"node": "b"})
+    raw.assign(1, "pod-on-c", {"node": "c"})  # c borrowed 10.244.1.1 from b's block
+    block = Block.from_json(raw.to_json())
+    assert block.borrowed == (("10.244.1.1", "c"),)
+    d = calc.compute("a", NODES, [pool(vxlanMode="Always")], [block])
+    assert d.routes["10.244.1.0/26"].via == "10.244.1.2"  # b's VTEP
+    assert d.routes["10.244.1.1/32"] == Route("10.244.1.1/32", via="10.244.2.2", dev="vxlan.calico", onlink=True)
+    d_c = calc.compute("c", NODES, [pool(vxlanMode="Always")], [block])
+    assert "10.244.1.1/32" not in d_c.routes  # c's own workload: the CNI plugin's /32
+
+
 def test_block_from_ipam_json():
     assert Block.from_json({"cidr": "10.244.1.0/26", "affinity": "host:b"}) == Block(
         ipaddress.IPv4Network("10.244.1.0/26"), "b")

@@ -14,7 +14,9 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from pycalico.ipam import AllocationBlock
 from pycalico.model import IPPool, Node, WorkloadEndpoint
 
 VXLAN_DEVICE = "vxlan.calico"
@@ -27,22 +29,29 @@ VXLAN_OVERHEAD = 50
 
 @dataclass(frozen=True)
 class Block:
-    """An IPAM block as the agent needs it: its CIDR and the host it is affine to (or None)."""
+    """An IPAM block as the agent needs it: its CIDR, the host it is affine to (or None),
+    and the addresses in it that other hosts borrowed (``(ip, node)``)."""
 
     cidr: ipaddress.IPv4Network
     host: str | None
+    borrowed: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> Block | None:
+    def from_json(cls, data: dict[str, Any]) -> Block | None:
         try:
-            cidr = ipaddress.ip_network(str(data["cidr"]))
-        except (KeyError, ValueError):
+            block = AllocationBlock.from_json(data)
+            cidr = ipaddress.ip_network(block.cidr)
+        except (KeyError, ValueError, TypeError):
             return None
-        if cidr.version != 4 or data.get("deleted"):
+        if cidr.version != 4 or block.deleted:
             return None
-        affinity = data.get("affinity")
-        host = affinity[5:] if isinstance(affinity, str) and affinity.startswith("host:") else None
-        return cls(cidr, host)  # type: ignore[arg-type]
+        host = block.host()
+        borrowed = []
+        for ordinal, attr in block.allocated():
+            node = str(((attr or {}).get("secondary") or {}).get("node") or "")
+            if node and node != host:
+                borrowed.append((str(block.address(ordinal)), node))
+        return cls(cidr, host, tuple(borrowed))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, order=True)
@@ -173,22 +182,31 @@ def compute(
             out.vxlan_neighbours[node.vxlan_tunnel_addr] = mac
             out.vxlan_fdb[mac] = node.ip
 
+    def route_to(dst: str, pool: IPPool, owner: str) -> None:
+        peer = nodes.get(owner)
+        if peer is None or not peer.ip:
+            return
+        same_subnet = my_if is not None and ipaddress.IPv4Address(peer.ip) in my_if.network
+        route = _remote_route(dst, pool, peer, same_subnet, out, parent, backend)
+        if route is not None:
+            out.routes[dst] = route
+
     for block in blocks:
         pool = pool_for(block.cidr, pools)
-        if pool is None or block.host is None:
+        if pool is None:
+            continue
+        # an address another node borrowed from this block: a /32 towards that node (Felix)
+        for ip, owner in block.borrowed:
+            if owner != nodename:
+                route_to(f"{ip}/32", pool, owner)
+        if block.host is None:
             continue
         dst = str(block.cidr)
         if block.host == nodename:
             if block.cidr.prefixlen < 32:
                 out.routes[dst] = Route(dst, "blackhole")
             continue
-        peer = nodes.get(block.host)
-        if peer is None or not peer.ip:
-            continue
-        same_subnet = my_if is not None and ipaddress.IPv4Address(peer.ip) in my_if.network
-        route = _remote_route(dst, pool, peer, same_subnet, out, parent, backend)
-        if route is not None:
-            out.routes[dst] = route
+        route_to(dst, pool, block.host)
 
     for wep in weps:
         if wep.node != nodename or not wep.interface_name:
