@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -97,13 +98,31 @@ def sequential(plugins: list[Plugin], env: CniEnv) -> dict[str, tuple[list[float
     return results
 
 
+SERVER_PID = 0
+
+
+def cpu_ms(pid: int) -> float:
+    """user+system CPU of a process so far (ms)."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def concurrent(p: Plugin, env: CniEnv, tag: str) -> tuple[float, list[float]]:
     pods = make_pods(env, tag, CONCURRENT)
     try:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server = cpu_ms(SERVER_PID)
         started = time.perf_counter()
         with ThreadPoolExecutor(CALLERS) as pool:
             adds = list(pool.map(lambda pod: p.call("ADD", pod[2], pod[1]), pods))
         wall = (time.perf_counter() - started) * 1000
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spawned = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) * 1000
+        print(f"  {p.label}: {CONCURRENT} ADDs by {CALLERS} callers in {wall:.0f} ms; CPU per ADD: "
+              f"executables {spawned / CONCURRENT:.1f} ms, agent {(cpu_ms(SERVER_PID) - server) / CONCURRENT:.1f} ms"
+              f"{'' if 'fast' in p.label else ' (idle)'}")
         with ThreadPoolExecutor(CALLERS) as pool:
             list(pool.map(lambda pod: p.call("DEL", pod[2], pod[1]), pods))
         return wall, adds
@@ -121,6 +140,8 @@ def main() -> None:
         server = subprocess.Popen(
             [sys.executable, "-m", "pycalico.cni.server", "--socket", env.socket_path, "--ready-file", str(ready)],
             stdout=subprocess.DEVNULL, stderr=open(server_log, "w"), cwd=str(REPO))
+        global SERVER_PID
+        SERVER_PID = server.pid
         try:
             deadline = time.monotonic() + 30
             while not ready.exists():

@@ -240,6 +240,8 @@ def test_etcd_down_means_try_again_later_and_del_still_cleans_the_dataplane(cni:
     try:
         add = cni.cni("ADD", cid2, path2)
         assert add.code == 11 and add.stderr == ""
+        status = cni.cni("STATUS", conf=cni.netconf("1.1.0"))
+        assert status.code == 50  # also when the agent's cache still remembers a ready cluster
         assert pod_links(name2) == ["lo"]
         gone = cni.cni("DEL", cid, path)
         assert gone.code == 11

@@ -100,6 +100,8 @@ class Runtime:
         self._ready: dict[tuple[Any, ...], float] = {}
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(24, "cni-io") if parallel else None
         self._log_files: set[str] = set()
+        self._active = 0
+        self.split_below = int(os.environ.get("PYCALICO_CNI_SPLIT_BELOW", "2"))
 
     def context(self, conf: NetConf) -> Context:
         key = (*conf.datastore_key, os.path.dirname(conf.ipam_lock_file))
@@ -124,6 +126,20 @@ class Runtime:
             dp = Dataplane()
             self._local.dataplane = dp
         return dp
+
+    def begin_request(self) -> None:
+        with self._lock:
+            self._active += 1
+
+    def end_request(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    def split_work(self) -> bool:
+        """Run a request's datastore and netlink halves side by side only while the
+        server is not busy: with many requests in flight the CPU is the limit and the
+        hand-offs between threads only add latency."""
+        return self.parallel and self._active <= self.split_below
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self._pool is not None
@@ -195,7 +211,11 @@ def execute(role: str, env: dict[str, str], stdin: bytes, runtime: Runtime) -> t
         runtime.setup_logging(conf)
         verbs = IPAM_VERBS if role == IPAM_ROLE else PLUGIN_VERBS
         started = time.monotonic()
-        out = verbs[req.command](req, conf, runtime)
+        runtime.begin_request()
+        try:
+            out = verbs[req.command](req, conf, runtime)
+        finally:
+            runtime.end_request()
         log.info("%s %s %s ok in %.1f ms", role, req.command, req.container_id,
                  (time.monotonic() - started) * 1000)
         return 0, json.dumps(out) if out is not None else ""
@@ -418,7 +438,8 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
     mtu = resolve_mtu(conf)
     dp = rt.dataplane()
 
-    if rt.parallel:
+    parallel = rt.split_work()
+    if parallel:
         # Readiness and IPAM on a helper thread while this one builds the veth.
         def datastore_part() -> list[ipaddress.IPv4Interface]:
             ensure_ready(ctx, node, rt, conf)
@@ -460,7 +481,7 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
             ctx.store.apply(wep)
 
     try:
-        if rt.parallel:
+        if parallel:
             written = rt.submit(write_wep)
             try:
                 dp.finish_pod(pending, [ipaddress.IPv4Interface(f"{a.ip}/32") for a in addrs])
@@ -519,7 +540,7 @@ def plugin_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
             # only when the endpoint was ours.
             dp.del_pod("", req.ifname, host_if)
 
-    if rt.parallel and has_netns:
+    if rt.parallel and has_netns:  # the early answer needs the helper even when busy
         # The kernel unlists a deleted veth at once but takes ~15 ms more to free it;
         # answer once it is gone from the host (and the datastore is done), not freed.
         datastore = rt.submit(datastore_part)
@@ -586,6 +607,7 @@ def _status(conf: NetConf, rt: Runtime) -> None:
     except CniError as exc:
         raise CniError(NOT_AVAILABLE, exc.msg) from None
     ctx = rt.context(conf)
+    ctx.client.revision()  # a real round trip: the agent's cache would answer with etcd down
     info = ctx.store.get(ClusterInformation, "default")
     if info is None or not info.datastore_ready:
         raise CniError(NOT_AVAILABLE, "the datastore is not ready (ClusterInformation datastoreReady is not true)")
