@@ -70,3 +70,35 @@ def test_launcher_role_comes_from_the_file_name() -> None:
     assert launcher.socket_path({}, b'{"agent_socket": "/tmp/x.sock"}') == "/tmp/x.sock"
     assert launcher.socket_path({"PYCALICO_CNI_SOCKET": "/e.sock"}, b"{}") == "/e.sock"
     assert launcher.socket_path({}, b"{}") == "/var/run/pycalico/cni.sock"
+
+
+def test_agent_dying_mid_request_means_try_again(tmp_path) -> None:
+    import socket
+    import threading
+
+    path = str(tmp_path / "cni.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def accept_and_die() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.close()
+
+    t = threading.Thread(target=accept_and_die, daemon=True)
+    t.start()
+    try:
+        code, out = launcher.run("/opt/cni/bin/pycalico", {"PYCALICO_CNI_SOCKET": path, "CNI_COMMAND": "ADD"},
+                                 b'{"cniVersion": "1.0.0"}')
+    finally:
+        listener.close()
+    assert code == 11 and b'"code": 11' in out
+
+
+def test_wire_format_round_trips() -> None:
+    env = {"CNI_COMMAND": "ADD", "CNI_ARGS": "A=1;B=x=y", "CNI_PATH": "/opt/cni/bin"}
+    stdin = b'{"cniVersion": "1.1.0", "name": "n\\u00e9"}\n'
+    assert launcher.decode_request(launcher.encode_request("ipam", env, stdin)) == ("ipam", env, stdin)
+    with pytest.raises(ValueError):
+        launcher.decode_request(b"GET / HTTP/1.1\r\n\r\n")
