@@ -25,7 +25,7 @@ BACKENDS = ("bird", "vxlan", "none")
 NETWORKS = ("calico", "pycalico")
 NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 AUTODETECT_RE = re.compile(
-    r"^(first-found|kubernetes-internal-ip|can-reach=.+|interface=.+|skip-interface=.+|cidr=.+)$"
+    r"^(first-found|can-reach=.+|interface=.+|skip-interface=.+|cidr=.+)$"
 )
 TRUE = ("true", "yes", "on", "1")
 FALSE = ("false", "no", "off", "0")
@@ -197,8 +197,7 @@ def network_settings(raw, groups=None):
     method = "" if _unset(method) else str(method).strip()
     if method and not AUTODETECT_RE.match(method):
         _fail("IP_AUTODETECTION_METHOD", method,
-              "first-found, can-reach=<ip|name>, interface=<regex>, skip-interface=<regex>, cidr=<cidr,...> "
-              "or kubernetes-internal-ip")
+              "first-found, can-reach=<ip|name>, interface=<regex>, skip-interface=<regex> or cidr=<cidr,...>")
     if method.startswith("cidr="):
         for part in method[5:].split(","):
             _cidr("IP_AUTODETECTION_METHOD", part)

@@ -241,22 +241,26 @@ def ensure_node_absent(store, ipam, name, check_mode=False):
     """The node and everything that names it: addresses, blocks, endpoints, peers, configs."""
     plan = plan_node_removal(store, ipam, name)
     if plan.empty:
-        return Result(False, plan=plan_as_dict(plan))
+        return Result(False, plan=plan_as_dict(plan), registered=False)
     if not check_mode:
         plan = remove_node(store, ipam, name)
-    return Result(True, plan_as_dict(plan), {}, plan=plan_as_dict(plan))
+    return Result(True, plan_as_dict(plan), {}, plan=plan_as_dict(plan), registered=False)
 
 
 def ensure_node_present(store, name, labels=None, purge_labels=False, as_number=None, rr_cluster_id=None,
-                        check_mode=False):
+                        remove_labels=None, must_exist=True, check_mode=False):
     """Adjust labels and BGP settings of a Node the agent registered."""
     current = store.get(Node, name)
+    if current is None and not must_exist:
+        return Result(False, registered=False)
     if current is None:
         raise PycalicoError("Node %r is not registered (the agent registers it when it starts)" % name)
     desired = current.copy()
-    if labels is not None:
+    if labels is not None or remove_labels:
         merged = {} if purge_labels else dict(desired.labels)
-        merged.update(labels)
+        merged.update(labels or {})
+        for key in remove_labels or []:
+            merged.pop(key, None)
         if merged:
             desired.metadata["labels"] = merged
         else:

@@ -41,6 +41,16 @@ options:
     description: Remove labels not in O(labels).
     type: bool
     default: false
+  remove_labels:
+    description: Label keys to remove from the node.
+    type: list
+    elements: str
+  must_exist:
+    description:
+      - With O(state=present), fail when the node is not registered. When false, a missing node is left alone
+        (nothing changes) and RV(registered) is false.
+    type: bool
+    default: true
   as_number:
     description: AS number of this node; C(0) removes the per-node value (the cluster default applies).
     type: int
@@ -72,6 +82,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+registered:
+  description: Whether the node is registered (after the change).
+  returned: always
+  type: bool
+  sample: true
 node:
   description: The node as stored (or as it would be stored in check mode); empty after removal.
   returned: always
@@ -146,6 +161,8 @@ def main():
         state=dict(type="str", default="present", choices=["present", "absent"]),
         labels=dict(type="dict"),
         purge_labels=dict(type="bool", default=False),
+        remove_labels=dict(type="list", elements="str"),
+        must_exist=dict(type="bool", default=True),
         as_number=dict(type="int"),
         route_reflector_cluster_id=dict(type="str"),
     )
@@ -163,13 +180,14 @@ def main():
                 result = ensure_node_absent(store, IPAM(client), p["name"], check_mode=module.check_mode)
             else:
                 result = ensure_node_present(store, p["name"], labels=p["labels"], purge_labels=p["purge_labels"],
+                                             remove_labels=p["remove_labels"], must_exist=p["must_exist"],
                                              as_number=p["as_number"],
                                              rr_cluster_id=p["route_reflector_cluster_id"],
                                              check_mode=module.check_mode)
         finally:
             client.close()
 
-    out = dict(changed=result.changed)
+    out = dict(changed=result.changed, registered=result.info.get("registered", p["state"] == "present"))
     if p["state"] == "absent":
         out["node"] = {}
         out["removal"] = result.info["plan"]

@@ -4,11 +4,14 @@ with pip --no-index into a venv; a second run changes nothing; new code reinstal
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.collection.conftest import REPO
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
@@ -37,7 +40,12 @@ def test_offline_install_is_idempotent(playbook, tmp_path):
     pb = tmp_path / "node.yml"
     pb.write_text(PLAY)
     venv, wheels = tmp_path / "opt-pycalico", tmp_path / "wheel-cache"
-    args = ["-i", "127.0.0.1,", "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"node_venv={venv}",
+    # A snapshot of the sources: the checkout may change while the test runs.
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy2(REPO / "pyproject.toml", source)
+    args = ["-i", "127.0.0.1,", "-e", f"node_source_dir={source}",
+            "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"node_venv={venv}",
             "-e", f"node_wheel_cache={wheels}", "-e", f"node_system_python={SYSTEM_PYTHON}",
             "-e", f"node_wheel_python={sys.executable}"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pycalico.model import BGPConfiguration, BGPPeer, ClusterInformation, IPPool, ResourceStore
+from pycalico.model import BGPConfiguration, BGPPeer, ClusterInformation, IPPool, Node, ResourceStore
 from tests.collection.conftest import REPO, snapshot
 
 EXAMPLE = REPO / "inventory" / "example" / "hosts"
@@ -88,24 +88,31 @@ ansible_python_interpreter={sys.executable}
 
 def test_network_cluster_part_check_real_idempotent(playbook, local_inventory, etcd):
     store = ResourceStore(etcd)
+    # As the agent registers it (the agents themselves are not started here).
+    store.create(Node("master-01", {"bgp": {"ipv4Address": "127.0.0.1/8"}}))
+    registered = snapshot(etcd)
     base = ["--tags", "cluster", "-e", f"pycalico_python={sys.executable}", "-e", "ansible_become=false"]
     network = REPO / "playbooks" / "network.yml"
 
     checked = playbook(network, *base, "--check", "--diff", inventory=local_inventory)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert recap(checked.stdout, "127.0.0.1")["changed"] == 4  # identity, pool, BGP configuration, RR peer
+    # identity, pool, BGP configuration, RR peer, the node's RR role
+    assert recap(checked.stdout, "127.0.0.1")["changed"] == 5
     assert '"ipipMode": "Never"' in checked.stdout  # the diff
-    assert snapshot(etcd) == {}, "check mode wrote to etcd"
+    assert '"routeReflectorClusterID": "244.0.0.1"' in checked.stdout
+    assert snapshot(etcd) == registered, "check mode wrote to etcd"
 
     real = playbook(network, *base, inventory=local_inventory)
     assert real.returncode == 0, real.stdout + real.stderr
-    assert recap(real.stdout, "127.0.0.1")["changed"] == 4
+    assert recap(real.stdout, "127.0.0.1")["changed"] == 5
     pool = store.get(IPPool, "default-ipv4-ippool")
     assert (pool.cidr, pool.block_size, pool.ipip_mode, pool.nat_outgoing) == ("172.20.0.0/16", 24, "Never", True)
     conf = store.get(BGPConfiguration, "default")
     assert conf.as_number == 64600 and conf.node_to_node_mesh is False
     assert store.get(BGPPeer, "peer-with-route-reflectors").peer_selector == "route-reflector == 'true'"
     assert store.get(ClusterInformation, "default").cluster_name == "testcluster"
+    node = store.get(Node, "master-01")
+    assert node.rr_cluster_id == "244.0.0.1" and node.labels == {"route-reflector": "true"}
 
     again = playbook(network, *base, inventory=local_inventory)
     assert again.returncode == 0 and recap(again.stdout, "127.0.0.1")["changed"] == 0, again.stdout
@@ -120,9 +127,11 @@ def test_network_cluster_part_check_real_idempotent(playbook, local_inventory, e
     # Route reflectors off: the mesh comes back and the RR peering goes.
     mesh = playbook(network, *base, "-e", "CALICO_IPV4POOL_IPIP=Always", "-e", "CALICO_RR_ENABLED=false",
                     inventory=local_inventory)
-    assert mesh.returncode == 0 and recap(mesh.stdout, "127.0.0.1")["changed"] == 2, mesh.stdout
+    assert mesh.returncode == 0 and recap(mesh.stdout, "127.0.0.1")["changed"] == 3, mesh.stdout
     assert store.get(BGPConfiguration, "default").node_to_node_mesh is True
     assert store.get(BGPPeer, "peer-with-route-reflectors") is None
+    node = store.get(Node, "master-01")
+    assert node.rr_cluster_id == "" and node.labels == {}
 
     # The same play pointed at this etcd from another cluster stops at the guard and writes nothing.
     before = snapshot(etcd)

@@ -134,6 +134,7 @@ def test_units(rendered):
     etcd = env_file(rendered / "etcd.env")
     assert etcd["ETCD_INITIAL_CLUSTER"] == ",".join(
         f"etcd-192.168.1.{i}=https://192.168.1.{i}:2380" for i in (1, 2, 3))
+    assert etcd["ETCD_LISTEN_CLIENT_URLS"] == "https://192.168.1.2:2379,https://127.0.0.1:2379"
     assert etcd["ETCD_CLIENT_CERT_AUTH"] == "true" and etcd["ETCD_PEER_CLIENT_CERT_AUTH"] == "true"
     assert "User=etcd" in (rendered / "etcd.service").read_text()
 
