@@ -148,6 +148,23 @@ class Rtnl:
                 if not flags & NLM_F_ACK:
                     return replies
 
+    def veth_add(self, ifname: str, mac: str, peer: str, peer_netns_fd: int, peer_mac: str, mtu: int) -> None:
+        """One RTM_NEWLINK: ``ifname`` here, up; ``peer`` created directly in the netns."""
+        msg = ifinfmsg()
+        msg["family"] = socket.AF_UNSPEC
+        msg["flags"] = IFF_UP
+        msg["change"] = IFF_UP
+        peer_attrs = [("IFLA_IFNAME", peer), ("IFLA_NET_NS_FD", peer_netns_fd), ("IFLA_MTU", mtu),
+                      ("IFLA_ADDRESS", peer_mac)]
+        msg["attrs"] = [
+            ("IFLA_IFNAME", ifname), ("IFLA_ADDRESS", mac), ("IFLA_MTU", mtu),
+            ("IFLA_LINKINFO", {"attrs": [
+                ("IFLA_INFO_KIND", "veth"),
+                ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]}),
+            ]}),
+        ]
+        self._request(msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+
     def link_index(self, ifname: str) -> int | None:
         msg = ifinfmsg()
         msg["family"] = socket.AF_UNSPEC
@@ -226,11 +243,19 @@ class Dataplane:
     """Netlink handle for the host netns (the calling thread's, at creation)."""
 
     def __init__(self) -> None:
-        self.ipr = IPRoute()  # veth creation, dumps (CHECK)
         self.rtnl = Rtnl()  # the hot path
+        self._ipr: IPRoute | None = None
+
+    @property
+    def ipr(self) -> IPRoute:
+        """pyroute2's full API, for dumps (CHECK) and rare paths; made on first use."""
+        if self._ipr is None:
+            self._ipr = IPRoute()
+        return self._ipr
 
     def close(self) -> None:
-        self.ipr.close()
+        if self._ipr is not None:
+            self._ipr.close()
         self.rtnl.close()
 
     # ---- helpers ---------------------------------------------------------------------
@@ -335,15 +360,7 @@ class Dataplane:
             pending.release()
 
     def _create_veth(self, host_ifname: str, ifname: str, nsfd: int, mac: str, mtu: int) -> None:
-        self.ipr.link(
-            "add",
-            ifname=host_ifname,
-            kind="veth",
-            address=HOST_MAC,
-            mtu=mtu,
-            state="up",
-            peer={"ifname": ifname, "net_ns_fd": nsfd, "mtu": mtu, "address": mac},
-        )
+        self.rtnl.veth_add(host_ifname, HOST_MAC, ifname, nsfd, mac, mtu)
 
     @staticmethod
     def _host_sysctls(host_ifname: str) -> None:
