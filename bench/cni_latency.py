@@ -149,13 +149,16 @@ def main() -> None:
                     raise RuntimeError(f"fast-path server did not start: {server_log.read_text()[-2000:]}")
                 time.sleep(0.02)
             run(env)
+            if os.environ.get("CNI_BENCH_KEEP_LOG"):
+                import shutil as _sh
+                _sh.copy(env.base / "cni.log", os.environ["CNI_BENCH_KEEP_LOG"])
         finally:
             server.terminate()
             server.wait(10)
 
 
 def run(env: CniEnv) -> None:
-    ours_conf = env.netconf("1.0.0", log_level="warning")
+    ours_conf = env.netconf("1.0.0", log_level=os.environ.get("CNI_BENCH_LOG_LEVEL", "warning"))
     ref_conf = {"cniVersion": "1.0.0", "name": "bench-ref", "type": "ptp", "ipMasq": False, "mtu": 1440,
                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]],
                          "dataDir": str(env.base / "host-local")}}
