@@ -140,3 +140,49 @@ def test_network_cluster_part_check_real_idempotent(playbook, local_inventory, e
     assert other.returncode != 0
     assert "this etcd belongs to cluster 'testcluster', not 'othercluster'" in out
     assert snapshot(etcd) == before
+
+
+def test_del_node_cleans_the_datastore_even_when_the_node_is_gone(playbook, tmp_path, etcd_cluster, etcd):
+    """kubeasz's del-node left Calico's Node, blocks and endpoints behind; here a dead node is
+    removed from etcd completely while the unreachable host itself is skipped."""
+    from pycalico.ipam import IPAM
+    from pycalico.model import WorkloadEndpoint
+    from tests.collection.test_modules import _node_with_workload
+
+    store = ResourceStore(etcd)
+    _node_with_workload(etcd, "worker-02")
+    store.create(Node("master-01", {"bgp": {"ipv4Address": "127.0.0.1/8"}}))
+    store.create(ClusterInformation("default", {"clusterGUID": "abc", "datastoreReady": True},
+                                    metadata={"annotations": {"pycalico.io/cluster-name": "testcluster"}}))
+    pki = etcd_cluster.pki
+    inv = tmp_path / "hosts"
+    inv.write_text(f"""
+[kube_master]
+127.0.0.1 ansible_connection=local k8s_nodename=master-01
+
+[kube_node]
+10.99.0.2 ansible_host=127.0.0.1 ansible_port=9 ansible_connection=ssh k8s_nodename=worker_02
+
+[all:vars]
+CLUSTER_NAME="testcluster"
+CLUSTER_CIDR="10.244.0.0/16"
+ETCD_ENDPOINTS="{",".join(etcd_cluster.endpoints)}"
+cluster_etcd_ca_cert_file={pki.ca}
+cluster_etcd_cert_file={pki.client_cert}
+cluster_etcd_key_file={pki.client_key}
+ansible_python_interpreter={sys.executable}
+""")
+    args = ["-e", "NODE_TO_DEL=10.99.0.2", "-e", f"pycalico_python={sys.executable}", "-e", "ansible_become=false",
+            "-e", "ansible_ssh_common_args='-o ConnectTimeout=2'"]
+    proc = playbook(REPO / "playbooks" / "del-node.yml", *args, inventory=inv)
+    out = proc.stdout + proc.stderr
+    assert re.findall(r"^PLAY \[(.*?)\]", proc.stdout, re.M) == [
+        "Preflight", "Stop the pycalico services on the node", "Remove the node from the datastore",
+        "Clean the node"], out
+    assert recap(proc.stdout, "127.0.0.1")["failed"] == 0, out
+    assert store.get(Node, "worker-02") is None  # k8s_nodename worker_02 -> worker-02, kubeasz's rule
+    assert store.list(WorkloadEndpoint) == []
+    assert store.get(BGPPeer, "worker-02-tor") is None
+    assert IPAM(etcd).affinities("worker-02") == {}
+    assert store.get(Node, "master-01") is not None
+    assert '"workload_endpoints": [' in proc.stdout or "workload_endpoints" in proc.stdout
