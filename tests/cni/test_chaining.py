@@ -1,4 +1,4 @@
-"""Chaining: our result is a correct prevResult for Debian's portmap, through a conflist."""
+"""Chaining: our result is a correct prevResult for Debian's portmap and bandwidth, through a conflist."""
 
 from __future__ import annotations
 
@@ -75,5 +75,31 @@ def test_portmap_forwards_a_host_port_to_the_pod(cni: CniEnv) -> None:
         assert leftovers(cni) == []
     finally:
         server.close()
+        run_chain(cni, "DEL", conflist, cid, path, rc)
+        cni.remove_pod(name)
+
+
+@pytest.mark.skipif(not os.path.exists(f"{DEBIAN_CNI}/bandwidth"), reason="Debian containernetworking-plugins")
+def test_bandwidth_shapes_our_host_veth(cni: CniEnv) -> None:
+    name, path, cid = cni.new_pod("bw")
+    first = cni.netconf()
+    first.pop("cniVersion")
+    first.pop("name")
+    conflist = {"cniVersion": "1.0.0", "name": "k8s-pod-network",
+                "plugins": [first, {"type": "bandwidth", "capabilities": {"bandwidth": True}}]}
+    rc = {"bandwidth": {"ingressRate": 1000000, "ingressBurst": 100000,
+                        "egressRate": 1000000, "egressBurst": 100000}}
+    try:
+        added = run_chain(cni, "ADD", conflist, cid, path, rc)
+        assert added.code == 0, added.stdout
+        host_if = added.json["interfaces"][0]["name"]
+        ifb = added.json["interfaces"][2]["name"]  # bandwidth found our host side in prevResult
+        qdiscs = subprocess.run(["tc", "qdisc", "show", "dev", host_if], capture_output=True, text=True).stdout
+        assert "tbf" in qdiscs
+        deleted = run_chain(cni, "DEL", conflist, cid, path, rc, prev=added.json)
+        assert deleted.code == 0, deleted.stdout
+        assert subprocess.run(["ip", "link", "show", ifb], capture_output=True).returncode != 0
+        assert leftovers(cni) == []
+    finally:
         run_chain(cni, "DEL", conflist, cid, path, rc)
         cni.remove_pod(name)
