@@ -62,3 +62,13 @@ def test_offline_install_is_idempotent(playbook, tmp_path):
     second = playbook(pb, *args)
     assert second.returncode == 0, second.stdout + second.stderr
     assert recap(second.stdout)["changed"] == 0, second.stdout
+
+    # New code (same version number): the wheel differs, so it is copied and reinstalled.
+    init = source / "src" / "pycalico" / "__init__.py"
+    init.write_text(init.read_text() + "\nUPGRADE_MARK = 1\n")
+    third = playbook(pb, *args)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert recap(third.stdout)["changed"] == 2, third.stdout  # wheel copied, package reinstalled
+    probe = subprocess.run([str(venv / "bin" / "python3"), "-c", "import pycalico; print(pycalico.UPGRADE_MARK)"],
+                           capture_output=True, text=True, check=False)
+    assert probe.stdout.strip() == "1", probe.stderr
