@@ -290,3 +290,20 @@ def test_handle_and_endpoint_keys_are_calicos(cni: CniEnv, pods) -> None:
     assert cni.client.get(f"/calico/ipam/v2/handle/k8s-pod-network.{cid}") is not None
     assert cni.cni("DEL", cid, path).code == 0
     assert cni.client.get(wep_key) is None
+
+
+def test_second_add_of_an_attachment_fails_and_leaves_the_first_working(cni: CniEnv, pods) -> None:
+    name, path, cid = pods.new("dup")
+    first = cni.cni("ADD", cid, path)
+    assert first.code == 0
+    second = cni.cni("ADD", cid, path)
+    assert second.code == 105 and "already exists" in second.json["msg"]
+    ip = first.json["ips"][0]["address"].split("/")[0]
+    assert [str(a) for a in IPAM(cni.client).ips_by_handle(f"k8s-pod-network.{cid}")] == [ip]
+    check = cni.cni("CHECK", cid, path, conf=cni.netconf(prevResult=first.json))
+    assert check.code == 0, check.stdout
+    assert cni.cni("DEL", cid, path).code == 0
+    again = cni.cni("ADD", cid, path)  # a runtime's retry after DEL
+    assert again.code == 0
+    assert cni.cni("DEL", cid, path).code == 0
+    assert leftovers(cni) == []
