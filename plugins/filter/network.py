@@ -111,7 +111,11 @@ def _host_list(variable, value):
     if _unset(value):
         return []
     if isinstance(value, str):
-        items = [v for v in re.split(r"[\s,]+", value) if v]
+        # INI [all:vars] values are strings: "[]", "['10.0.0.1', '10.0.0.2']" or "10.0.0.1,10.0.0.2".
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        items = [v.strip("'\"") for v in re.split(r"[\s,]+", text) if v.strip("'\"")]
     elif isinstance(value, (list, tuple)):
         items = [str(v).strip() for v in value]
     else:

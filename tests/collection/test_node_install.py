@@ -35,7 +35,12 @@ def recap(stdout: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
 
 
-@pytest.mark.skipif(not SYSTEM_PYTHON.exists(), reason="needs the distribution's python3 with venv")
+def _has_venv(python: Path) -> bool:
+    return python.exists() and subprocess.run([str(python), "-c", "import ensurepip, venv"], check=False,
+                                              capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _has_venv(SYSTEM_PYTHON), reason="needs the distribution's python3 with venv (python3-venv)")
 def test_offline_install_is_idempotent(playbook, tmp_path):
     pb = tmp_path / "node.yml"
     pb.write_text(PLAY)

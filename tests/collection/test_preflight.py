@@ -50,6 +50,10 @@ def test_route_reflectors_default_to_masters_or_calico_rr(f):
     assert settings(f, CALICO_RR_ENABLED=True, CALICO_RR_NODES=["192.168.1.2"])["rr_nodes"] == ["192.168.1.2"]
     assert settings(f, CALICO_RR_ENABLED=True, CALICO_RR_NODES="192.168.1.2,192.168.1.3")["rr_nodes"] == [
         "192.168.1.2", "192.168.1.3"]
+    # INI [all:vars] values arrive as strings.
+    assert settings(f, CALICO_RR_ENABLED="true", CALICO_RR_NODES="[]")["rr_nodes"] == ["192.168.1.1"]
+    assert settings(f, CALICO_RR_ENABLED="true", CALICO_RR_NODES="['192.168.1.2', \"192.168.1.3\"]")[
+        "rr_nodes"] == ["192.168.1.2", "192.168.1.3"]
 
 
 @pytest.mark.parametrize("raw,fragments", [
