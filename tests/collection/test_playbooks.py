@@ -186,3 +186,13 @@ ansible_python_interpreter={sys.executable}
     assert IPAM(etcd).affinities("worker-02") == {}
     assert store.get(Node, "master-01") is not None
     assert '"workload_endpoints": [' in proc.stdout or "workload_endpoints" in proc.stdout
+
+
+@pytest.mark.parametrize("pb", ["network.yml", "etcd.yml", "site.yml"])
+def test_example_inventory_passes_preflight(playbook, tmp_path, pb):
+    inv = tmp_path / "hosts"  # the example plus an explicit deploy host, so --limit can pick it alone
+    inv.write_text(EXAMPLE.read_text() + f"\n[deploy]\nlocalhost ansible_connection=local "
+                                         f"ansible_python_interpreter={sys.executable}\n")
+    proc = playbook(REPO / "playbooks" / pb, "--limit", "localhost", "-v", inventory=inv)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cluster cluster1: pool 172.20.0.0/16 (/26 blocks, IPIP Always, VXLAN Never, NAT True)" in proc.stdout
