@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
@@ -47,7 +46,6 @@ class CniServer:
         # watch-fed cache (pycalico.cni.cache); writes stay compare-and-swap.
         self.runtime = Runtime(parallel=True, mirror=mirror)
         self._sock: socket.socket | None = None
-        self._queue: queue.Queue[socket.socket | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
 
@@ -74,13 +72,12 @@ class CniServer:
         os.chmod(self.socket_path, 0o600)
         sock.listen(128)
         self._sock = sock
+        # Every worker blocks in accept() itself: the kernel wakes one per connection,
+        # with no hand-off through another thread.
         for i in range(self.workers):
             t = threading.Thread(target=self._worker, name=f"cni-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
-        acceptor = threading.Thread(target=self._accept_loop, name="cni-accept", daemon=True)
-        acceptor.start()
-        self._threads.append(acceptor)
         log.info("CNI fast path listening on %s", self.socket_path)
         return self
 
@@ -96,8 +93,6 @@ class CniServer:
             os.unlink(self.socket_path)
         except OSError:
             pass
-        for _ in range(self.workers):
-            self._queue.put(None)
         for t in self._threads:
             t.join(timeout=5)
         self.runtime.close()
@@ -110,7 +105,7 @@ class CniServer:
 
     # ---- serving -----------------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
+    def _worker(self) -> None:
         assert self._sock is not None
         while not self._stopping.is_set():
             try:
@@ -119,13 +114,6 @@ class CniServer:
                 if self._stopping.is_set():
                     return
                 continue
-            self._queue.put(conn)
-
-    def _worker(self) -> None:
-        while True:
-            conn = self._queue.get()
-            if conn is None:
-                return
             try:
                 self._serve(conn)
             except Exception:  # noqa: BLE001 - one bad client must not kill a worker
