@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export CONTAINERS_CONF=$ROOT/lab/containers.conf
-IMAGE=${LAB_IMAGE:-localhost/pycalico-lab-base:bookworm-1}
+IMAGE=${LAB_IMAGE:-localhost/pycalico-lab-base:bookworm-2}
 NET=pycalico-lab
 SUBNET_PREFIX=10.89.60
 NHOSTS=${LAB_HOSTS:-3}
