@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.request
 
 import pytest
@@ -52,3 +53,24 @@ def test_mesh_pods_reach_every_other_node_over_bird_routes(etcd_cluster, etcd, u
             for other in cl.hosts:
                 if other is not host:
                     assert other.addr in out
+
+
+def test_borrowed_address_is_announced_by_the_node_that_uses_it(etcd_cluster, etcd, unique):
+    """A /27 pool of two /28 blocks and three nodes: the third node's pod borrows an address
+    from another node's block; BIRD learns its /32 from the kernel and announces it."""
+    with running_cluster(etcd_cluster, etcd, unique, [3]) as cl:
+        cl.create_pool("10.96.0.0/27", block_size=28)
+        cl.start()
+        a, b, c = cl.hosts
+        pa, pb = cl.add_pod(a, "p"), cl.add_pod(b, "q")
+        pc = cl.add_pod(c, "r")
+        blocks = {str(blk.network): blk.host() for blk in cl.ipam.blocks()}
+        owner = next(host for cidr, host in blocks.items() if ipaddress.ip_address(pc.ip) in ipaddress.ip_network(cidr))
+        assert owner in (a.name, b.name) and len(blocks) == 2  # c holds no block: it borrowed
+        for h in (a, b):
+            poll(lambda h=h: f"{pc.ip} via {c.addr} dev eth0 proto bird" in h.routes(), 20,
+                 what=f"{h.name} learns the borrowed {pc.ip} via {c.name}")
+        for src, dst in ((pa, pc), (pb, pc), (pc, pa), (pc, pb)):
+            ping_until(src, dst.ip)
+        # the block owners' own pods are still announced only as their blocks
+        assert f"{pa.ip} via" not in b.routes() and f"{pb.ip} via" not in a.routes()
