@@ -82,6 +82,14 @@ def test_vxlan_without_bird_pods_ping_and_agent_registers(etcd_cluster, etcd, un
         info = cl.store.must_get(ClusterInformation, "default")
         assert info.datastore_ready and info.metadata["annotations"][CLUSTER_NAME_ANNOTATION] == "lab-a"
 
+        # the pool drops VXLAN: the pod MTU file follows, and the device goes
+        pool = cl.store.must_get(IPPool, "default-ipv4-ippool")
+        pool.spec["vxlanMode"] = "Never"
+        cl.store.update(pool)
+        for host in cl.hosts:
+            poll(lambda h=host: (h.state_dir / "mtu").read_text().strip() == "1500", 15, what="MTU back to 1500")
+            poll(lambda h=host: "vxlan.calico" not in h.run("ip", "link").stdout, 15, what="vxlan.calico removed")
+
 
 def test_agent_refuses_an_etcd_of_another_cluster(etcd_cluster, etcd, unique):
     with running_cluster(etcd_cluster, etcd, unique, [1], env={"CALICO_NETWORKING_BACKEND": "vxlan"}) as cl:

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from pycalico.agent import autodetect, startup
-from pycalico.agent.calc import Block, compute
+from pycalico.agent.calc import Block, compute, pod_mtu
 from pycalico.agent.dataplane import Dataplane
 from pycalico.agent.health import Health, Metrics, sd_notify, start_watchdog, status_json
 from pycalico.agent.nat import NatError, NatOutgoing
@@ -67,6 +67,7 @@ class Agent:
         self.first_apply_done = False
         self.parent = "eth0"
         self.host_mtu = 1500
+        self.pod_mtu = 0
         self._tunnel_fingerprint = ""
         self.ipam: Any = None
         self.cni_server: Any = None
@@ -97,6 +98,7 @@ class Agent:
         startup.ensure_default_pool(self.store, s)
         startup.ensure_tunnel_addresses(self.store, self._ipam(), s.nodename)
         mtu = startup.write_mtu(s, self.store.list(IPPool), ifaces)
+        self.pod_mtu = mtu
         startup.write_file(s.nodename_file, s.nodename + "\n")
         log.info("node %s registered at %s (uplink %s, pod MTU %d)", s.nodename, address, self.parent, mtu)
 
@@ -178,6 +180,11 @@ class Agent:
         self._maybe_reallocate_tunnels(nodes, pools)
         desired = compute(self.settings.nodename, nodes, pools, blocks, weps, parent=self.parent,
                           host_mtu=self.host_mtu, backend=self.settings.backend)
+        mtu = pod_mtu(self.host_mtu, pools, self.settings.mtu)
+        if mtu != self.pod_mtu:  # a pool's encapsulation changed: new pods get the new MTU
+            startup.write_file(self.settings.mtu_file, f"{mtu}\n")
+            log.info("pod MTU now %d", mtu)
+            self.pod_mtu = mtu
         stats = self.dataplane.apply(desired, full=full)
         nat_ok = True
         try:
