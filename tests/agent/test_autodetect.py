@@ -88,6 +88,17 @@ def test_settings_from_environment(tmp_path):
         AgentSettings.from_mapping(dict(env, CALICO_NETWORKING_BACKEND="gre"))
 
 
+def test_kubeasz_overlay_knob_picks_ipip_under_bird_and_vxlan_otherwise():
+    s = AgentSettings.from_mapping({"NODENAME": "n", "CALICO_ENABLE_OVERLAY": "CrossSubnet"})
+    assert (s.pool_ipip, s.pool_vxlan) == ("CrossSubnet", "")
+    s = AgentSettings.from_mapping({"NODENAME": "n", "CALICO_ENABLE_OVERLAY": "Always",
+                                    "CALICO_NETWORKING_BACKEND": "vxlan"})
+    assert (s.pool_ipip, s.pool_vxlan) == ("", "Always")
+    s = AgentSettings.from_mapping({"NODENAME": "n", "CALICO_ENABLE_OVERLAY": "Always",
+                                    "CALICO_IPV4POOL_IPIP": "Never"})
+    assert s.pool_ipip == "Never"  # the specific variable wins
+
+
 def test_pool_mode_spellings():
     assert mode("always") == "Always" and mode("cross-subnet") == "CrossSubnet" and mode("") == "Never"
     assert mode("true") == "Always" and mode("Never") == "Never"

@@ -95,7 +95,15 @@ class AgentSettings:
         backend = (env.get("CALICO_NETWORKING_BACKEND") or "bird").strip().lower()
         if backend not in ("bird", "vxlan", "none"):
             raise ValidationError("CALICO_NETWORKING_BACKEND", backend, "bird, vxlan or none")
-        ipip = env.get("CALICO_IPV4POOL_IPIP") or env.get("CALICO_ENABLE_OVERLAY_IPIP") or ""
+        ipip = env.get("CALICO_IPV4POOL_IPIP") or ""
+        vxlan = env.get("CALICO_IPV4POOL_VXLAN") or ""
+        overlay = (env.get("CALICO_ENABLE_OVERLAY") or "").strip()
+        if overlay and not ipip and not vxlan:
+            # kubeasz >= 3.7's single knob: IPIP under BIRD, VXLAN otherwise (docs/collection.md)
+            if backend == "bird":
+                ipip = overlay
+            else:
+                vxlan = overlay
         nat = (env.get("CALICO_IPV4POOL_NAT_OUTGOING") or "true").strip().lower()
         as_raw = (env.get("AS") or "").strip()
         return cls(
@@ -108,7 +116,7 @@ class AgentSettings:
             as_number=_int(env, "AS", 0) or None if as_raw else None,
             pool_cidr=(env.get("CALICO_IPV4POOL_CIDR") or env.get("CLUSTER_CIDR") or "").strip(),
             pool_ipip=ipip.strip(),
-            pool_vxlan=(env.get("CALICO_IPV4POOL_VXLAN") or "").strip(),
+            pool_vxlan=vxlan.strip(),
             pool_block_size=_int(env, "CALICO_IPV4POOL_BLOCK_SIZE", 26),
             pool_nat_outgoing=nat in ("true", "1", "yes"),
             backend=backend,
