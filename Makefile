@@ -6,11 +6,13 @@ VENV ?= .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv test test-python test-collection lint bench lab lab-down clean
+.PHONY: help deps venv test test-fast test-python test-collection test-molecule lint bench lab lab-down clean
 
 help:
 	@echo "make lab       deploy a real pycalico network on local test hosts"
-	@echo "make test      install what is needed and run the whole test suite"
+	@echo "make test      install what is needed and run the whole test suite (incl. molecule)"
+	@echo "make test-fast the suite without the molecule scenarios"
+	@echo "make test-molecule [SCENARIOS='default vxlan']  only the molecule scenarios"
 	@echo "make bench     run every benchmark in bench/"
 
 deps:
@@ -24,7 +26,9 @@ $(VENV)/.stamp: pyproject.toml
 
 venv: $(VENV)/.stamp
 
-test: deps venv lint test-python test-collection
+test: test-fast test-molecule
+
+test-fast: deps venv lint test-python test-collection
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
@@ -35,6 +39,10 @@ test-python: deps venv
 test-collection: deps venv
 	@if [ -x scripts/check-collection.sh ]; then scripts/check-collection.sh; \
 	 else echo "test-collection: no collection checks yet"; fi
+
+SCENARIOS ?=
+test-molecule: deps venv
+	scripts/molecule.sh $(SCENARIOS)
 
 bench: deps venv
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
