@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from tests.support.cluster import ping_until, running_cluster
+from tests.support.cluster import background_ping, ping_summary, ping_until, running_cluster
 from tests.support.topology import in_netns, poll
 
 pytestmark = pytest.mark.netns
@@ -74,3 +74,24 @@ def test_borrowed_address_is_announced_by_the_node_that_uses_it(etcd_cluster, et
             ping_until(src, dst.ip)
         # the block owners' own pods are still announced only as their blocks
         assert f"{pa.ip} via" not in b.routes() and f"{pb.ip} via" not in a.routes()
+
+
+def test_kill_9_bird_under_traffic_graceful_restart_keeps_routes(etcd_cluster, etcd, unique):
+    """BIRD dies on one node: its kernel routes persist, the peers keep its routes as stale
+    (graceful restart) until it is back, and no ping between pods is lost."""
+    with running_cluster(etcd_cluster, etcd, unique, [2]) as cl:
+        cl.create_pool("10.97.0.0/16")
+        cl.start()
+        a, b = cl.hosts
+        pa, pb = cl.add_pod(a, "x"), cl.add_pod(b, "y")
+        ping_until(pa, pb.ip)
+        poll(lambda: a.ctl("node", "status").stdout.count("Established") == 1, 20, what="session up")
+        with background_ping(pa, pb.ip, interval=0.02, count=300) as pinger:
+            a.kill("bird")
+            b.kill("bird")
+            a.start_bird()
+            b.start_bird()
+            poll(lambda: a.ctl("node", "status").stdout.count("Established") == 1, 20, what="session back")
+            assert pinger.poll() is None, "the pings ended before BGP was back: the window is too short"
+        sent, received = ping_summary(pinger)
+        assert sent == 300 and received == sent, f"{sent - received} of {sent} pings lost"

@@ -236,7 +236,8 @@ class Host:
     def start_bird(self) -> subprocess.Popen[bytes]:
         conf = self.bird_dir / "bird.conf"
         poll(conf.exists, 20, what=f"{conf} written by confd")
-        return self.spawn("bird", ["bird", "-f", "-c", str(conf), "-s", str(self.bird_ctl),
+        # -R: graceful restart recovery, as calico-node runs BIRD (kernel routes kept until BGP converged)
+        return self.spawn("bird", ["bird", "-R", "-f", "-c", str(conf), "-s", str(self.bird_ctl),
                                    "-P", str(self.run_dir / "bird.pid")])
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
