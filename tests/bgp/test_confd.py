@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(shutil.which("bird") is None, reason="bird not i
 
 def make_confd(etcd, tmp_path) -> Confd:
     confd = Confd(etcd, "a", tmp_path / "bird", str(tmp_path / "bird.ctl"))
-    confd.uplink = "eth0"
+    confd.uplink, confd._uplink_ip = "eth0", "10.0.0.1"
     confd.cache["nodes"] = {"n/a": Node("a", {"bgp": {"ipv4Address": "10.0.0.1/24"}}),
                             "n/b": Node("b", {"bgp": {"ipv4Address": "10.0.0.2/24"}})}
     confd.cache["pools"] = {"p": IPPool("p", {"cidr": "10.244.0.0/16"})}

@@ -73,6 +73,7 @@ class Confd:
         self.rendered = ""
         self.last_error = ""
         self.uplink = ""
+        self._uplink_ip = ""
 
     def _parse(self, name: str, kv: KeyValue) -> Any:
         cls = self.sources[name][1]
@@ -127,8 +128,9 @@ class Confd:
             bgp = next((c for c in self.cache["bgpconfig"].values() if c.name == "default"), None)
             blocks = list(self.cache["affinities"].values())
         me = nodes.get(self.nodename)
-        if me is not None and me.ip and not self.uplink:
+        if me is not None and me.ip and (not self.uplink or self._uplink_ip != me.ip):
             self.uplink = interface_of(me.ip)
+            self._uplink_ip = me.ip
         cfg = bgpconfig.compute(self.nodename, nodes, bgp, peers, pools, blocks, uplink=self.uplink,
                                 router_id_override=self.router_id)
         return bgpconfig.render(cfg) if cfg is not None else None
