@@ -110,6 +110,20 @@ def test_kernel_gets_only_unencapsulated_pools_and_never_the_default_route(nodes
     check_with_bird(text, tmp_path)
 
 
+def test_service_ranges_are_announced_but_never_programmed(nodes, tmp_path):
+    bgp = BGPConfiguration("default", {"serviceClusterIPs": [{"cidr": "10.96.0.0/12"}],
+                                       "serviceExternalIPs": [{"cidr": "192.0.2.0/24"}, {"cidr": "fd00::/64"}],
+                                       "ignoredInterfaces": ["docker*"]})
+    cfg = bc.compute("a", nodes, bgp, [], POOLS, [])
+    assert cfg.service_cidrs == ["10.96.0.0/12", "192.0.2.0/24"]
+    text = bc.render(cfg)
+    assert "route 10.96.0.0/12 blackhole;" in text and 'if proto = "calico_services" then accept;' in text
+    kernel = text.split("filter calico_kernel_programming")[1].split("}")[0]
+    assert "if net ~ 10.96.0.0/12 then reject;" in kernel
+    assert '-"docker*"' in text  # no uplink known: Calico's interface pattern plus the ignored ones
+    check_with_bird(text, tmp_path)
+
+
 def test_no_config_until_the_node_has_an_address():
     assert bc.compute("a", {"a": Node("a", {})}, None, [], POOLS, []) is None
     assert bc.compute("ghost", {}, None, [], POOLS, []) is None

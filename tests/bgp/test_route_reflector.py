@@ -32,7 +32,8 @@ protocol kernel {{ ipv4 {{ import none; export all; }}; }}
 def test_route_reflector_and_external_peer(etcd_cluster, etcd, unique):
     with running_cluster(etcd_cluster, etcd, unique, [3]) as cl:
         cl.create_pool("10.248.0.0/16")
-        cl.store.create(BGPConfiguration("default", {"nodeToNodeMeshEnabled": False}))
+        cl.store.create(BGPConfiguration("default", {"nodeToNodeMeshEnabled": False,
+                                                     "serviceClusterIPs": [{"cidr": "10.100.0.0/16"}]}))
         cl.store.create(BGPPeer("peer-with-rr", {"nodeSelector": "all()",
                                                  "peerSelector": "route-reflector == 'true'"}))
         ext = cl.topo.add_host(f"{cl.topo.prefix}-ext", 0, 9)
@@ -69,6 +70,8 @@ def test_route_reflector_and_external_peer(etcd_cluster, etcd, unique):
                                  for line in ext.routes().splitlines()),
                  20, what=f"external router learns {h.name}'s block")
         assert "default" not in "".join(x for x in ext.routes().splitlines() if "proto bird" in x)
+        poll(lambda: "10.100.0.0/16" in ext.routes(), 20, what="external router learns the service range")
+        assert "10.100.0.0/16" not in c1.routes()  # announced, never programmed on the nodes
 
         def status(h):
             out = h.ctl("node", "status").stdout

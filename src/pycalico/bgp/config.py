@@ -61,6 +61,8 @@ class BirdConfig:
     pools: list[PoolRule] = field(default_factory=list)
     blocks: list[str] = field(default_factory=list)
     log_level: str = "Info"
+    service_cidrs: list[str] = field(default_factory=list)  # advertised, never programmed here
+    ignored_interfaces: list[str] = field(default_factory=list)
 
 
 def peer_name(kind: str, ip: str, port: int | None = None) -> str:
@@ -148,7 +150,15 @@ def compute(nodename: str, nodes: Mapping[str, Node], bgp: BGPConfiguration | No
                            if ipaddress.ip_network(b).prefixlen < 32
                            and any(ipaddress.ip_network(b).subnet_of(n) for n in pool_nets)},  # type: ignore[arg-type]
                           key=lambda b: ipaddress.ip_network(b))
+    services: list[str] = []
+    for field_name in ("serviceClusterIPs", "serviceExternalIPs", "serviceLoadBalancerIPs"):
+        for item in bgp.spec.get(field_name) or []:
+            net = ipaddress.ip_network(str((item or {}).get("cidr", "")), strict=False)
+            if net.version == 4 and str(net) not in services:
+                services.append(str(net))
     return BirdConfig(
+        service_cidrs=services,
+        ignored_interfaces=[str(i) for i in bgp.spec.get("ignoredInterfaces") or []],
         nodename=nodename,
         router_id=router_id(me, router_id_override),
         node_ip=me.ip,
