@@ -61,6 +61,16 @@ def test_mesh_disabled_leaves_only_explicit_peers(nodes, tmp_path):
     check_with_bird(text, tmp_path)
 
 
+def test_listen_port_applies_to_us_and_to_every_node_peer(nodes, tmp_path):
+    bgp = BGPConfiguration("default", {"listenPort": 1790})
+    cfg = bc.compute("a", nodes, bgp, [BGPPeer("tor", {"peerIP": "10.0.0.254", "asNumber": 65000})], POOLS, [])
+    assert [p.name for p in cfg.peers] == ["Mesh_10_0_0_2_port_1790", "Mesh_10_0_0_3_port_1790", "Global_10_0_0_254"]
+    text = bc.render(cfg)
+    assert "local 10.0.0.1 port 1790 as 64512;" in text and "neighbor 10.0.0.2 port 1790 as 64512;" in text
+    assert "neighbor 10.0.0.254 as 65000;" in text  # an external router keeps its own port
+    check_with_bird(text, tmp_path)
+
+
 def test_node_as_overrides_global(nodes):
     nodes["a"] = node("a", "10.0.0.1/24", asNumber=65100)
     cfg = bc.compute("a", nodes, None, [], POOLS, [])

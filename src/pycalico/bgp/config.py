@@ -88,6 +88,8 @@ def router_id(node: Node, override: str = "") -> str:
 
 def compute_peers(me: Node, nodes: Mapping[str, Node], bgp: BGPConfiguration, peers: Iterable[BGPPeer]) -> list[Peer]:
     global_as = bgp.as_number
+    # every Calico node listens on the global listenPort: peers that are nodes are dialled there
+    node_port = bgp.listen_port if bgp.listen_port != 179 else None
     my_as = me.as_number or global_as
     my_ip = me.ip
     mine: dict[str, Peer] = {}
@@ -101,7 +103,7 @@ def compute_peers(me: Node, nodes: Mapping[str, Node], bgp: BGPConfiguration, pe
     def calico_peer(kind: str, node: Node) -> Peer:
         asn = node.as_number or global_as
         rr_client = bool(me.rr_cluster_id) and asn == my_as and node.rr_cluster_id != me.rr_cluster_id
-        return Peer(peer_name(kind, node.ip), node.ip, asn, kind,
+        return Peer(peer_name(kind, node.ip, node_port), node.ip, asn, kind, port=node_port,
                     passive=_ip_key(node.ip) > _ip_key(my_ip), rr_client=rr_client, source_address=my_ip)
 
     peer_list = sorted(peers, key=lambda p: p.name)
