@@ -4,6 +4,7 @@ the real etcd with the example inventory's kubeasz variables."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -196,3 +197,29 @@ def test_example_inventory_passes_preflight(playbook, tmp_path, pb):
     proc = playbook(REPO / "playbooks" / pb, "--limit", "localhost", "-v", inventory=inv)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "cluster cluster1: pool 172.20.0.0/16 (/26 blocks, IPIP Always, VXLAN Never, NAT True)" in proc.stdout
+
+
+def test_module_defaults_group_gives_the_connection_once(playbook, tmp_path, connection, etcd):
+    pb = tmp_path / "defaults.yml"
+    pb.write_text(f"""
+- name: Connection through module_defaults
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  module_defaults:
+    group/pycalico.network.datastore: {json.dumps(connection)}
+  tasks:
+    - name: Pool
+      pycalico.network.ippool:
+        cidr: 10.66.0.0/16
+    - name: Peer
+      pycalico.network.bgp_peer:
+        name: tor
+        peer_ip: 192.0.2.1
+        as_number: 64513
+""")
+    proc = playbook(pb, "-e", f"ansible_python_interpreter={sys.executable}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    store = ResourceStore(etcd)
+    assert store.get(IPPool, "default-ipv4-ippool").cidr == "10.66.0.0/16"
+    assert store.get(BGPPeer, "tor").peer_ip == "192.0.2.1"
