@@ -138,7 +138,8 @@ def main() -> None:
         server_log = env.base / "server.log"
         ready = env.base / "server.ready"
         server = subprocess.Popen(
-            [sys.executable, "-m", "pycalico.cni.server", "--socket", env.socket_path, "--ready-file", str(ready)],
+            [sys.executable, "-m", "pycalico.cni.server", "--socket", env.socket_path, "--ready-file", str(ready),
+             *(["--workers", os.environ["CNI_BENCH_WORKERS"]] if os.environ.get("CNI_BENCH_WORKERS") else [])],
             stdout=subprocess.DEVNULL, stderr=open(server_log, "w"), cwd=str(REPO))
         global SERVER_PID
         SERVER_PID = server.pid

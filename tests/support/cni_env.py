@@ -163,7 +163,7 @@ class CniEnv:
     def start_server(self) -> None:
         from pycalico.cni.server import start_server
 
-        self.server = start_server(self.socket_path, workers=8)
+        self.server = start_server(self.socket_path)
 
     def stop_server(self) -> None:
         if self.server is not None:
