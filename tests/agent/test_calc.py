@@ -130,6 +130,17 @@ def test_borrowed_addresses_get_a_host_route_towards_their_node():
     assert "10.244.1.1/32" not in d_c.routes  # c's own workload: the CNI plugin's /32
 
 
+def test_felix_configuration_precedence_and_effect():
+    p = calc.FelixParams.merge({"FELIX_VXLANPORT": "8472"}, {"vxlanVNI": 7, "vxlanPort": 1},
+                               {"vxlanVNI": 9, "vxlanMTU": 1400, "routeRefreshInterval": "1m30s", "ipipMTU": "bad"})
+    assert (p.vxlan_vni, p.vxlan_port, p.vxlan_mtu, p.ipip_mtu, p.route_refresh_interval) == (7, 8472, 1400, 0, 90.0)
+    d = calc.compute("a", NODES, [pool(vxlanMode="Always")], BLOCKS, felix=p)
+    assert (d.vxlan.vni, d.vxlan.port, d.vxlan.mtu) == (7, 8472, 1400)
+    assert calc.pod_mtu(1500, [pool(vxlanMode="Always")], felix=p) == 1400
+    assert calc.pod_mtu(9000, [pool(ipipMode="Always")], felix=calc.FelixParams(ipip_mtu=8000)) == 8000
+    assert calc._duration("500ms") == 0.5 and calc._duration(30) == 30.0 and calc._duration("2h") == 7200
+
+
 def test_block_from_ipam_json():
     assert Block.from_json({"cidr": "10.244.1.0/26", "affinity": "host:b"}) == Block(
         ipaddress.IPv4Network("10.244.1.0/26"), "b")

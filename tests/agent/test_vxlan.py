@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from pycalico.agent.calc import vxlan_mac
-from pycalico.model import CLUSTER_NAME_ANNOTATION, ClusterInformation, IPPool, Node, keys
+from pycalico.model import CLUSTER_NAME_ANNOTATION, ClusterInformation, FelixConfiguration, IPPool, Node, keys
 from tests.support.cluster import ping_until, running_cluster
 from tests.support.topology import in_netns, poll
 
@@ -117,3 +117,11 @@ def test_periodic_resync_repairs_a_deleted_route(etcd_cluster, etcd, unique):
         poll(lambda: block_b in a.routes(), 15, what="the deleted route is back")
         ping_until(pod_a, pod_b.ip)
         assert "192.0.2.0/24" in a.routes()  # never removes what it does not own
+
+        # FelixConfiguration: another VNI and device MTU on every node, then pods still talk
+        cl.store.create(FelixConfiguration("default", {"vxlanVNI": 4200, "vxlanMTU": 1400}))
+        for host in (a, b):
+            poll(lambda h=host: "vxlan id 4200" in h.run("ip", "-d", "link", "show", "vxlan.calico").stdout
+                 and "mtu 1400" in h.run("ip", "link", "show", "vxlan.calico").stdout, 15, what="new VNI and MTU")
+            poll(lambda h=host: (h.state_dir / "mtu").read_text().strip() == "1400", 15, what="pod MTU 1400")
+        ping_until(pod_a, pod_b.ip)

@@ -127,19 +127,81 @@ def pool_for(block: ipaddress.IPv4Network, pools: Iterable[IPPool]) -> IPPool | 
     return None
 
 
-def pod_mtu(host_mtu: int, pools: Iterable[IPPool], override: int = 0) -> int:
-    """Host MTU minus the largest enabled encapsulation overhead, unless overridden."""
+@dataclass(frozen=True)
+class FelixParams:
+    """The FelixConfiguration fields the agent honours (Felix's names and defaults)."""
+
+    vxlan_vni: int = VXLAN_VNI
+    vxlan_port: int = VXLAN_PORT
+    vxlan_mtu: int = 0  # 0: host MTU - 50
+    ipip_mtu: int = 0  # 0: host MTU - 20
+    route_refresh_interval: float = 0.0  # 0: the agent's PYCALICO_RESYNC_INTERVAL
+
+    FIELDS = {"vxlanVNI": "vxlan_vni", "vxlanPort": "vxlan_port", "vxlanMTU": "vxlan_mtu",
+              "ipipMTU": "ipip_mtu", "routeRefreshInterval": "route_refresh_interval"}
+
+    @classmethod
+    def merge(cls, env: Mapping[str, str], *specs: Mapping[str, Any]) -> FelixParams:
+        """Felix's precedence: ``FELIX_<NAME>`` env > node.<name> > default (pass specs highest first)."""
+        values: dict[str, Any] = {}
+        for json_name, attr in cls.FIELDS.items():
+            raw: Any = env.get("FELIX_" + json_name.upper())
+            if raw in (None, ""):
+                raw = next((spec[json_name] for spec in specs if spec.get(json_name) not in (None, "")), None)
+            if raw is None:
+                continue
+            try:
+                values[attr] = _duration(raw) if attr == "route_refresh_interval" else int(raw)
+            except (TypeError, ValueError):
+                continue  # Felix ignores a bad value and keeps the default
+        return cls(**values)
+
+    def vxlan_device_mtu(self, host_mtu: int) -> int:
+        return self.vxlan_mtu or host_mtu - VXLAN_OVERHEAD
+
+    def ipip_device_mtu(self, host_mtu: int) -> int:
+        return self.ipip_mtu or host_mtu - IPIP_OVERHEAD
+
+
+def _duration(raw: Any) -> float:
+    """``90``, ``"90s"``, ``"1m30s"``, ``"500ms"`` → seconds."""
+    if isinstance(raw, int | float):
+        return float(raw)
+    text = str(raw).strip()
+    total, number = 0.0, ""
+    i = 0
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit() or ch == ".":
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if text[i:i + 2] == "ms" else ch
+        if unit not in units or not number:
+            raise ValueError(f"not a duration: {raw!r}")
+        total += float(number) * units[unit]
+        number = ""
+        i += len(unit)
+    if number:
+        total += float(number)
+    return total
+
+
+def pod_mtu(host_mtu: int, pools: Iterable[IPPool], override: int = 0, felix: FelixParams | None = None) -> int:
+    """Felix: the smallest MTU among the enabled encapsulations (host MTU if none), unless overridden."""
     if override:
         return override
-    overhead = 0
+    felix = felix or FelixParams()
+    mtu = host_mtu
     for pool in pools:
         if pool.disabled:
             continue
         if pool.vxlan_mode != "Never":
-            overhead = max(overhead, VXLAN_OVERHEAD)
+            mtu = min(mtu, felix.vxlan_device_mtu(host_mtu))
         if pool.ipip_mode != "Never":
-            overhead = max(overhead, IPIP_OVERHEAD)
-    return host_mtu - overhead
+            mtu = min(mtu, felix.ipip_device_mtu(host_mtu))
+    return mtu
 
 
 def compute(
@@ -152,6 +214,7 @@ def compute(
     parent: str = "eth0",
     host_mtu: int = 1500,
     backend: str = "bird",
+    felix: FelixParams | None = None,
 ) -> Desired:
     """The whole dataplane for ``nodename``.
 
@@ -160,6 +223,7 @@ def compute(
     un-encapsulated pools, Flannel's host-gw).
     """
     pools = [p for p in pools if p.version == 4]
+    felix = felix or FelixParams()
     out = Desired()
     out.all_pools = sorted({p.cidr for p in pools})
     out.nat_pools = sorted({p.cidr for p in pools if p.nat_outgoing and not p.disabled})
@@ -169,10 +233,10 @@ def compute(
     vxlan_on = any(p.vxlan_mode != "Never" for p in pools)
     ipip_on = any(p.ipip_mode != "Never" for p in pools)
     if me is not None and my_if is not None and vxlan_on and me.vxlan_tunnel_addr:
-        out.vxlan = VxlanDevice(VXLAN_VNI, VXLAN_PORT, str(my_if.ip), parent, node_vtep_mac(me),
-                                me.vxlan_tunnel_addr, host_mtu - VXLAN_OVERHEAD)
+        out.vxlan = VxlanDevice(felix.vxlan_vni, felix.vxlan_port, str(my_if.ip), parent, node_vtep_mac(me),
+                                me.vxlan_tunnel_addr, felix.vxlan_device_mtu(host_mtu))
     if me is not None and ipip_on and me.ipip_tunnel_addr:
-        out.ipip = IpipDevice(me.ipip_tunnel_addr, host_mtu - IPIP_OVERHEAD)
+        out.ipip = IpipDevice(me.ipip_tunnel_addr, felix.ipip_device_mtu(host_mtu))
 
     if out.vxlan is not None:
         for node in nodes.values():

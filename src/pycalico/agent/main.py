@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,7 +22,7 @@ import time
 from typing import Any
 
 from pycalico.agent import autodetect, startup
-from pycalico.agent.calc import Block, compute, pod_mtu
+from pycalico.agent.calc import Block, FelixParams, compute, pod_mtu
 from pycalico.agent.dataplane import Dataplane
 from pycalico.agent.health import Health, Metrics, sd_notify, start_watchdog, status_json
 from pycalico.agent.nat import NatError, NatOutgoing
@@ -31,7 +32,7 @@ from pycalico.datastore.etcd import EtcdClient, KeyValue, WatchEvent
 from pycalico.datastore.lease import LeaseKeeper
 from pycalico.datastore.watch import PrefixWatcher
 from pycalico.errors import DatastoreError, PycalicoError
-from pycalico.model import IPPool, Node, ResourceStore, WorkloadEndpoint, keys
+from pycalico.model import FelixConfiguration, IPPool, Node, ResourceStore, WorkloadEndpoint, keys
 
 log = logging.getLogger("pycalico.agent")
 
@@ -40,6 +41,7 @@ SOURCES: dict[str, tuple[str, Any]] = {
     "nodes": (keys.resource_prefix(Node.PLURAL), Node),
     "weps": (keys.resource_prefix(WorkloadEndpoint.PLURAL), WorkloadEndpoint),
     "blocks": (keys.BLOCK_PREFIX_V4, Block),
+    "felix": (keys.resource_prefix(FelixConfiguration.PLURAL), FelixConfiguration),
 }
 
 
@@ -68,6 +70,7 @@ class Agent:
         self.parent = "eth0"
         self.host_mtu = 1500
         self.pod_mtu = 0
+        self.felix = FelixParams()
         self._tunnel_fingerprint = ""
         self.ipam: Any = None
         self.cni_server: Any = None
@@ -150,6 +153,12 @@ class Agent:
         return all(w.synced.is_set() for w in self.watchers)
 
     # ---- reconcile ------------------------------------------------------------------------
+    def felix_params(self) -> FelixParams:
+        with self._lock:
+            configs = {c.name: c.spec for c in self.cache["felix"].values()}
+        return FelixParams.merge(os.environ, configs.get(f"node.{self.settings.nodename}", {}),
+                                 configs.get("default", {}))
+
     def snapshot(self) -> tuple[dict[str, Node], list[IPPool], list[Block], list[WorkloadEndpoint]]:
         with self._lock:
             nodes = {n.name: n for n in self.cache["nodes"].values()}
@@ -178,9 +187,10 @@ class Agent:
         started = time.monotonic()
         nodes, pools, blocks, weps = self.snapshot()
         self._maybe_reallocate_tunnels(nodes, pools)
+        felix = self.felix = self.felix_params()
         desired = compute(self.settings.nodename, nodes, pools, blocks, weps, parent=self.parent,
-                          host_mtu=self.host_mtu, backend=self.settings.backend)
-        mtu = pod_mtu(self.host_mtu, pools, self.settings.mtu)
+                          host_mtu=self.host_mtu, backend=self.settings.backend, felix=felix)
+        mtu = pod_mtu(self.host_mtu, pools, self.settings.mtu, felix)
         if mtu != self.pod_mtu:  # a pool's encapsulation changed: new pods get the new MTU
             startup.write_file(self.settings.mtu_file, f"{mtu}\n")
             log.info("pod MTU now %d", mtu)
@@ -234,7 +244,8 @@ class Agent:
                 self.dirty.set()
                 self.stop_event.wait(1.0)
             if full:
-                next_full = time.monotonic() + self.settings.resync_interval
+                interval = self.felix.route_refresh_interval or self.settings.resync_interval
+                next_full = time.monotonic() + interval
 
     # ---- status key ---------------------------------------------------------------------------
     def _put_status(self, lease_id: int) -> None:
