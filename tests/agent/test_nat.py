@@ -58,3 +58,28 @@ def test_scripts_are_what_iptables_restore_expects():
     ipset = nat.ipset_script(["10.0.0.0/16"], ["10.0.0.0/16", "10.1.0.0/16"])
     assert "swap cali4tmasq-ipam-pools cali40masq-ipam-pools" in ipset
     assert all(len(word) <= 31 for line in ipset.splitlines() for word in line.split())
+
+
+def test_backend_detection_follows_the_rules_already_there():
+    """kube-proxy on iptables-legacy → our chains go to legacy too; nothing anywhere → nft."""
+    import uuid
+
+    from tests.support.topology import in_netns, nsexec, sh
+
+    ns = f"tnat{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", ns)
+    try:
+        with in_netns(ns):
+            assert nat.detect_backend("auto") == "nft"
+        nsexec(ns, "iptables-legacy", "-t", "nat", "-N", "KUBE-SERVICES")
+        nsexec(ns, "iptables-legacy", "-t", "nat", "-A", "PREROUTING", "-j", "KUBE-SERVICES")
+        with in_netns(ns):
+            assert nat.detect_backend("auto") == "legacy"
+            assert nat.detect_backend("nft") == "nft"
+            n = nat.NatOutgoing("auto")
+            assert n.apply(["10.9.0.0/16"], ["10.9.0.0/16"])
+            assert not n.apply(["10.9.0.0/16"], ["10.9.0.0/16"])  # unchanged and in place: nothing written
+        assert nat.MASQ_COMMENT in nsexec(ns, "iptables-legacy-save", "-t", "nat").stdout
+        assert "cali-" not in nsexec(ns, "iptables-nft-save", "-t", "nat").stdout
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
