@@ -215,3 +215,28 @@ def test_certs_role_reuses_an_existing_kubeasz_ca(playbook, tmp_path):
     assert (ssl / "ca.pem").read_bytes() == ca, "the existing CA was replaced"
     subprocess.run(["openssl", "verify", "-CAfile", str(ssl / "ca.pem"), str(ssl / "pycalico.pem")], check=True,
                    capture_output=True)
+
+
+def test_certs_role_uses_a_client_certificate_of_an_external_ca(playbook, tmp_path, etcd_cluster):
+    """An etcd with its own CA (no CA key here): the given client certificate is installed, nothing is made."""
+    pki = etcd_cluster.pki
+    ssl, node = tmp_path / "cluster" / "ssl", tmp_path / "node-ssl"
+    ssl.mkdir(parents=True)
+    shutil.copy(pki.ca, ssl / "ca.pem")
+    pb = tmp_path / "certs.yml"
+    pb.write_text(CERTS)
+    args = ["-i", "127.0.0.1,", "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"certs_dir={ssl}",
+            "-e", f"certs_client_dir={node}"]
+
+    missing = playbook(pb, *args)
+    assert missing.returncode != 0
+    assert "has ca.pem but no ca-key.pem" in missing.stdout + missing.stderr
+    assert sorted(p.name for p in ssl.iterdir()) == ["ca.pem"]
+
+    shutil.copy(pki.client_cert, ssl / "pycalico.pem")
+    shutil.copy(pki.client_key, ssl / "pycalico-key.pem")
+    proc = playbook(pb, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in ssl.iterdir()) == ["ca.pem", "pycalico-key.pem", "pycalico.pem"]
+    assert (node / "ca.pem").read_bytes() == pki.ca.read_bytes()
+    assert (node / "client.pem").read_bytes() == pki.client_cert.read_bytes()
