@@ -109,6 +109,17 @@ ansible-doc pycalico.network.ippool | head -5
 
 # --- ansible-test sanity ------------------------------------------------------
 step "ansible-test sanity --python $SANITY_PYTHON"
-(cd "$coll" && ansible-test sanity --python "$SANITY_PYTHON" --color no)
+sanity() { (cd "$coll" && ansible-test sanity --python "$SANITY_PYTHON" --color no) 2>&1 | tee "$work/sanity.log"; }
+if ! sanity; then
+  # A failed download while ansible-test builds its venvs is not a finding: retry
+  # once then. Any other failure stands.
+  if grep -qE 'pip.*(failed|error)|Could not (fetch|find a version)|ConnectionError|Read timed out|does not have pip' \
+       "$work/sanity.log"; then
+    step "retrying ansible-test sanity after a package download failure"
+    sanity
+  else
+    exit 1
+  fi
+fi
 
 step "passed"
