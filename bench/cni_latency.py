@@ -114,6 +114,8 @@ def concurrent(p: Plugin, env: CniEnv, tag: str) -> tuple[float, list[float]]:
     try:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         server = cpu_ms(SERVER_PID)
+        etcd_pid = env.etcd.members[0].proc.pid if env.etcd and env.etcd.members[0].proc else 0
+        etcd = cpu_ms(etcd_pid)
         started = time.perf_counter()
         with ThreadPoolExecutor(CALLERS) as pool:
             adds = list(pool.map(lambda pod: p.call("ADD", pod[2], pod[1]), pods))
@@ -122,7 +124,7 @@ def concurrent(p: Plugin, env: CniEnv, tag: str) -> tuple[float, list[float]]:
         spawned = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) * 1000
         print(f"  {p.label}: {CONCURRENT} ADDs by {CALLERS} callers in {wall:.0f} ms; CPU per ADD: "
               f"executables {spawned / CONCURRENT:.1f} ms, agent {(cpu_ms(SERVER_PID) - server) / CONCURRENT:.1f} ms"
-              f"{'' if 'fast' in p.label else ' (idle)'}")
+              f"{'' if 'fast' in p.label else ' (idle)'}, etcd {(cpu_ms(etcd_pid) - etcd) / CONCURRENT:.1f} ms")
         with ThreadPoolExecutor(CALLERS) as pool:
             list(pool.map(lambda pod: p.call("DEL", pod[2], pod[1]), pods))
         return wall, adds
