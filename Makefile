@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv test test-fast test-python test-collection test-molecule lint bench lab lab-down clean
+.PHONY: help deps venv test test-fast test-python test-collection test-molecule test-vm lint bench lab lab-down clean
 
 help:
 	@echo "make lab       deploy a real pycalico network on local test hosts"
@@ -41,6 +41,9 @@ test-collection: deps venv
 	 else echo "test-collection: no collection checks yet"; fi
 
 SCENARIOS ?=
+test-vm: deps venv
+	scripts/test-vm.sh
+
 test-molecule: deps venv
 	scripts/molecule.sh $(SCENARIOS)
 
