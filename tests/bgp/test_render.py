@@ -71,6 +71,23 @@ def test_listen_port_applies_to_us_and_to_every_node_peer(nodes, tmp_path):
     check_with_bird(text, tmp_path)
 
 
+def test_peer_session_options(nodes, tmp_path):
+    bgp = BGPConfiguration("default", {"nodeMeshMaxRestartTime": "2m"})
+    peers = [BGPPeer("tor", {"peerIP": "10.0.0.254", "asNumber": 65000, "maxRestartTime": "300s",
+                             "numAllowedLocalASNumbers": 2, "ttlSecurity": 1, "nextHopMode": "Self"}),
+             BGPPeer("ibgp", {"peerIP": "10.0.0.253", "keepOriginalNextHop": True})]
+    cfg = bc.compute("a", nodes, bgp, peers, POOLS, [])
+    text = bc.render(cfg)
+    tor = text.split("protocol bgp Global_10_0_0_254")[1].split("\n}")[0]
+    assert "graceful restart time 300;" in tor and "allow local as 2;" in tor
+    assert "ttl security on;" in tor and "multihop 1;" in tor and "next hop self;" in tor
+    ibgp = text.split("protocol bgp Global_10_0_0_253")[1].split("\n}")[0]
+    assert "multihop;" in ibgp and "next hop keep;" in ibgp
+    mesh = text.split("protocol bgp Mesh_10_0_0_2")[1].split("\n}")[0]
+    assert "graceful restart time 120;" in mesh
+    check_with_bird(text, tmp_path)
+
+
 def test_node_as_overrides_global(nodes):
     nodes["a"] = node("a", "10.0.0.1/24", asNumber=65100)
     cfg = bc.compute("a", nodes, None, [], POOLS, [])

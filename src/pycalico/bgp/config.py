@@ -39,6 +39,10 @@ class Peer:
     multihop: bool = False
     password: str = ""
     keep_next_hop: bool = False
+    next_hop_self: bool = False
+    restart_time: int = 0  # graceful restart time, 0 = BIRD's default (120 s)
+    allow_local_as: int = 0
+    ttl_security: int = 0  # hops; 0 = off
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,15 @@ def compute_peers(me: Node, nodes: Mapping[str, Node], bgp: BGPConfiguration, pe
             return
         mine[peer.ip] = peer
 
-    def calico_peer(kind: str, node: Node) -> Peer:
+    mesh_restart = _seconds(bgp.spec.get("nodeMeshMaxRestartTime"))
+
+    def calico_peer(kind: str, node: Node, options: BGPPeer | None = None) -> Peer:
         asn = node.as_number or global_as
         rr_client = bool(me.rr_cluster_id) and asn == my_as and node.rr_cluster_id != me.rr_cluster_id
+        extra = _peer_options(options) if options is not None else {"restart_time": mesh_restart}
         return Peer(peer_name(kind, node.ip, node_port), node.ip, asn, kind, port=node_port,
-                    passive=_ip_key(node.ip) > _ip_key(my_ip), rr_client=rr_client, source_address=my_ip)
+                    passive=_ip_key(node.ip) > _ip_key(my_ip), rr_client=rr_client, source_address=my_ip,
+                    **extra)
 
     peer_list = sorted(peers, key=lambda p: p.name)
     for p in peer_list:
@@ -114,23 +122,56 @@ def compute_peers(me: Node, nodes: Mapping[str, Node], bgp: BGPConfiguration, pe
                 ip, port = split_peer_ip(p.peer_ip)
                 asn = p.as_number or global_as
                 source = my_ip if p.spec.get("sourceAddress", "UseNodeIP") == "UseNodeIP" else ""
+                options = _peer_options(p)
                 add(Peer(peer_name(kind, ip, port), ip, asn, kind, port=port, source_address=source,
-                         multihop=asn == my_as, keep_next_hop=bool(p.spec.get("keepOriginalNextHop")),
-                         rr_client=bool(me.rr_cluster_id) and asn == my_as))
+                         multihop=asn == my_as and not options["ttl_security"],
+                         rr_client=bool(me.rr_cluster_id) and asn == my_as, **options))
             elif p.peer_selector:
                 for node in sorted(others, key=lambda n: _ip_key(n.ip)):
                     if matches(p.peer_selector, node.labels):
-                        add(calico_peer(kind, node))
+                        add(calico_peer(kind, node, p))
         # reverse peering: the nodes this peer's selector picks peer back with its targets
         if p.peer_selector and matches(p.peer_selector, me.labels):
             for node in sorted(others, key=lambda n: _ip_key(n.ip)):
                 if p.applies_to(node.name, node.labels):
-                    add(calico_peer(kind, node))
+                    add(calico_peer(kind, node, p))
     if bgp.node_to_node_mesh and not me.rr_cluster_id:
         for node in sorted(others, key=lambda n: _ip_key(n.ip)):
             if not node.rr_cluster_id:
                 add(calico_peer("mesh", node))
     return sorted(mine.values(), key=lambda p: (p.kind != "mesh", _ip_key(p.ip)))
+
+
+def _seconds(raw: object) -> int:
+    """A Go duration (``120s``, ``2m``, ``1h0m0s``) or a number of seconds; 0 when unset or bad."""
+    if raw in (None, ""):
+        return 0
+    if isinstance(raw, int | float):
+        return int(raw)
+    total, number = 0.0, ""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    for ch in str(raw).strip():
+        if ch.isdigit() or ch == ".":
+            number += ch
+        elif ch in units and number:
+            total += float(number) * units[ch]
+            number = ""
+        else:
+            return 0
+    return int(total + (float(number) if number else 0))
+
+
+def _peer_options(p: BGPPeer) -> dict[str, object]:
+    """BGPPeer fields that shape the session (Calico's names)."""
+    spec = p.spec
+    mode = spec.get("nextHopMode") or "Auto"
+    return {
+        "keep_next_hop": bool(spec.get("keepOriginalNextHop")) or mode == "Keep",
+        "next_hop_self": mode == "Self",
+        "restart_time": _seconds(spec.get("maxRestartTime")),
+        "allow_local_as": int(spec.get("numAllowedLocalASNumbers") or 0),
+        "ttl_security": int(spec.get("ttlSecurity") or 0),
+    }
 
 
 def compute(nodename: str, nodes: Mapping[str, Node], bgp: BGPConfiguration | None, peers: Iterable[BGPPeer],
