@@ -90,8 +90,14 @@ class Agent:
         address = startup.determine_address(s, existing, ifaces)
         if address is None:
             raise startup.StartupError(f"no IPv4 address found with {s.autodetection_method!r}")
-        if existing is None or existing.ip != str(address.ip):
-            startup.check_address_unique(self.store, s, address)
+        if (existing is None or existing.ip != str(address.ip)) and \
+                os.environ.get("DISABLE_NODE_IP_CHECK", "").lower() != "true":
+            try:
+                startup.check_address_unique(self.store, s, address)
+            except startup.StartupError as exc:
+                if s.ip and s.ip.lower() not in ("autodetect", "none"):
+                    raise  # an explicit IP that another node has: calico-node refuses too
+                log.warning("%s (autodetected; continuing, as calico-node does)", exc)
         found = autodetect.find_interface(ifaces, address.ip)
         if found:
             self.parent = found[0].name
