@@ -223,3 +223,39 @@ def test_module_defaults_group_gives_the_connection_once(playbook, tmp_path, con
     store = ResourceStore(etcd)
     assert store.get(IPPool, "default-ipv4-ippool").cidr == "10.66.0.0/16"
     assert store.get(BGPPeer, "tor").peer_ip == "192.0.2.1"
+
+
+def test_kubeasz_names_reach_the_role_variables(ansible_env, tmp_path):
+    """playbooks/group_vars maps the inventory's kubeasz names onto every role's variables."""
+    import subprocess
+
+    from tests.collection.conftest import VENV_BIN
+
+    names = ["agent_nodename", "agent_ip", "agent_ip_autodetection_method", "agent_etcd_endpoints",
+             "agent_pool_ipip_mode", "agent_pool_vxlan_mode", "agent_rr_cluster_id", "agent_node_labels",
+             "bgp_backend", "cni_etcd_endpoints", "cluster_name", "cluster_pool_cidr", "cluster_node_names",
+             "cluster_rr_node_names", "certs_dir", "node_wheel_cache"]
+    msg = "{{ {" + ", ".join(f"'{n}': {n}" for n in names) + "} | to_json }}"
+    env = dict(ansible_env, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible"), "kube_master:kube_node", "-i", str(EXAMPLE), "--playbook-dir",
+         str(REPO / "playbooks"), "-m", "ansible.builtin.debug", "-a", f"msg={msg}",
+         "-e", "CALICO_RR_ENABLED=true", "-e", "CALICO_IPV4POOL_IPIP=off", "-e", "cluster_dir=/srv/clusters/c1",
+         "-e", "CALICO_NETWORKING_BACKEND=bird"],
+        env=env, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hosts = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]
+    got = {h: json.loads(r["msg"]) if isinstance(r["msg"], str) else r["msg"] for h, r in hosts.items()}
+    master, worker = got["192.168.1.1"], got["192.168.1.2"]
+    endpoints = "https://192.168.1.1:2379,https://192.168.1.2:2379,https://192.168.1.3:2379"
+    assert master["agent_nodename"] == "master-01" and worker["agent_nodename"] == "worker-01"
+    assert worker["agent_ip"] == "autodetect" and worker["agent_ip_autodetection_method"] == "can-reach=192.168.1.1"
+    assert worker["agent_etcd_endpoints"] == endpoints == worker["cni_etcd_endpoints"]
+    assert (worker["agent_pool_ipip_mode"], worker["agent_pool_vxlan_mode"]) == ("Never", "Never")
+    assert master["agent_rr_cluster_id"] == "244.0.0.1" and master["agent_node_labels"] == {"route-reflector": "true"}
+    assert worker["agent_rr_cluster_id"] == "" and worker["agent_node_labels"] == {}
+    assert master["cluster_rr_node_names"] == ["master-01"]
+    assert sorted(master["cluster_node_names"]) == ["master-01", "worker-01", "worker-02"]
+    assert master["cluster_name"] == "cluster1" and master["cluster_pool_cidr"] == "172.20.0.0/16"
+    assert master["bgp_backend"] == "bird"
+    assert (master["certs_dir"], master["node_wheel_cache"]) == ("/srv/clusters/c1/ssl", "/srv/clusters/c1/wheels")
