@@ -259,3 +259,34 @@ def test_kubeasz_names_reach_the_role_variables(ansible_env, tmp_path):
     assert master["cluster_name"] == "cluster1" and master["cluster_pool_cidr"] == "172.20.0.0/16"
     assert master["bgp_backend"] == "bird"
     assert (master["certs_dir"], master["node_wheel_cache"]) == ("/srv/clusters/c1/ssl", "/srv/clusters/c1/wheels")
+
+
+def test_built_collection_installs_and_runs_its_playbooks(ansible_env, tmp_path):
+    """ansible-galaxy build + install: the artifact carries the package sources (the node role builds
+    wheels from them) and its playbooks run by FQCN with the kubeasz variable mapping."""
+    import subprocess
+
+    from tests.collection.conftest import VENV_BIN
+
+    galaxy = str(VENV_BIN / "ansible-galaxy")
+    subprocess.run([galaxy, "collection", "build", str(REPO), "--output-path", str(tmp_path / "dist")],
+                   env=ansible_env, check=True, capture_output=True, timeout=120)
+    tarball = next((tmp_path / "dist").glob("pycalico-network-*.tar.gz"))
+    installed = tmp_path / "installed"
+    subprocess.run([galaxy, "collection", "install", str(tarball), "-p", str(installed), "--force", "--no-deps"],
+                   env=ansible_env, check=True, capture_output=True, timeout=120)
+    root = installed / "ansible_collections" / "pycalico" / "network"
+    for path in ("pyproject.toml", "src/pycalico/model/__init__.py", "roles/node/tasks/wheels.yml",
+                 "playbooks/group_vars/all/pycalico.yml", "plugins/modules/ippool.py"):
+        assert (root / path).exists(), path
+    assert not (root / "tests").exists() and not (root / ".venv").exists()
+
+    inv = tmp_path / "hosts"
+    inv.write_text(EXAMPLE.read_text() + f"\n[deploy]\nlocalhost ansible_connection=local "
+                                         f"ansible_python_interpreter={sys.executable}\n")
+    env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(installed))
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "pycalico.network.network", "-i", str(inv),
+                           "--limit", "localhost", "-v"], env=env, capture_output=True, text=True, check=False,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cluster cluster1: pool 172.20.0.0/16" in proc.stdout
