@@ -1,17 +1,19 @@
 """A watch-fed read cache in front of EtcdClient, for the fast-path server.
 
-The agent keeps it warm: every key under a few prefixes is mirrored by
-list-then-watch (PrefixWatcher) and by write-through of our own successful
-transactions, and by the current values a lost compare-and-swap returns.
-``read_many`` (IPAM's context and block prefetch) and ``get`` of a key that is
-present are answered from memory when the prefix is mirrored and synced.
+The agent keeps it warm: every key under the MIRRORED prefixes (IPAM config,
+affinities, blocks, pools, nodes, cluster information) is mirrored by
+list-then-watch (PrefixWatcher), by write-through of our own successful
+transactions, and by the current values a lost compare-and-swap returns. Handles
+(one per pod in the cluster) are not watched; the ones this agent writes are
+remembered. ``read_many`` (IPAM's context and block prefetch) and ``get`` are
+answered from memory when the cache knows the key.
 
 Why this stays correct: every IPAM write is a compare-and-swap on the mod_revision
-it read. A stale cached block makes the compare fail and IPAM retries with the
-values etcd returns; it never writes over a change it did not see. The one answer
-that could lose an address without a compare — "this handle does not exist" — is
-only taken from memory when the cache saw that deletion; ``get`` of a key it never
-heard of asks etcd.
+it read. A stale cached block or handle makes the compare fail and IPAM retries
+with the values etcd returns; it never writes over a change it did not see. The one
+answer that could lose an address without a compare — "this handle does not exist"
+— never comes from memory for handles, and for mirrored keys only when the cache
+saw that deletion; a key it never heard of is asked of etcd.
 
 Generic on purpose: it knows prefixes and revisions, not Calico's JSON.
 """
@@ -31,13 +33,24 @@ from pycalico.model import keys
 
 log = logging.getLogger("pycalico.cni.cache")
 
-# What the ADD path reads: IPAM config/affinities/blocks/handles, pools, nodes, cluster info.
+# What the ADD path reads: IPAM config, affinities and blocks, pools, nodes, cluster info.
+# Not handles: there is one per pod in the cluster, and only DEL reads them (from etcd).
 MIRRORED = (
-    keys.IPAM_ROOT,
+    keys.IPAM_CONFIG_KEY,
+    keys.HOST_AFFINITY_ROOT,
+    keys.IPAM_ROOT + "assignment/",
     keys.resource_prefix("ippools"),
     keys.resource_prefix("nodes"),
     keys.resource_prefix("clusterinformations"),
 )
+# Handles this agent wrote (write-through) or saw in a lost compare (read-through):
+# a DEL of a pod added here then reads its handle from memory. Only present values
+# are served (a write based on them is a CAS); "gone" always asks etcd.
+REMEMBERED = (keys.HANDLE_PREFIX,)
+CACHED = MIRRORED + REMEMBERED
+# Deletions remembered (to answer "gone" and to ignore late events); the oldest are
+# forgotten beyond this many, after which those keys are simply unknown again.
+MAX_TOMBSTONES = 4096
 
 
 class ReconnectingEtcdClient(EtcdClient):
@@ -59,6 +72,7 @@ class CachingEtcdClient(ReconnectingEtcdClient):
         self._cache_lock = threading.Lock()
         self._kvs: dict[str, KeyValue | None] = {}  # None: deleted at _revs[key]
         self._revs: dict[str, int] = {}
+        self._tombstones: dict[str, None] = {}  # insertion-ordered set
         self._watchers: list[PrefixWatcher] = []
         self.hits = 0
         self.misses = 0
@@ -88,6 +102,16 @@ class CachingEtcdClient(ReconnectingEtcdClient):
         if revision >= self._revs.get(key, 0):
             self._kvs[key] = kv
             self._revs[key] = revision
+            if kv is None:
+                self._tombstones[key] = None
+                if len(self._tombstones) > MAX_TOMBSTONES:
+                    for old in list(self._tombstones)[: MAX_TOMBSTONES // 2]:
+                        del self._tombstones[old]
+                        if self._kvs.get(old, 0) is None:
+                            del self._kvs[old]
+                            del self._revs[old]
+            else:
+                self._tombstones.pop(key, None)
 
     def _on_sync(self, prefix: str, kvs: list[KeyValue], revision: int) -> None:
         with self._cache_lock:
@@ -126,16 +150,19 @@ class CachingEtcdClient(ReconnectingEtcdClient):
         return super().read_many(ranges)
 
     def get(self, key: str) -> KeyValue | None:
-        """From memory when the cache knows the key: its value, or its deletion (seen in
-        a watch event or done by us). A key it has never seen is asked of etcd: "not
-        there" must not come from a cache that may simply not have heard of it yet."""
-        if key.startswith(MIRRORED) and self._synced(key):
-            with self._cache_lock:
-                known = key in self._kvs
-                kv = self._kvs.get(key)
-            if known:
-                self.hits += 1
-                return kv
+        """From memory when the cache knows the key: its value, or — for mirrored
+        prefixes — its deletion, seen in a watch event or done by us. A key it has never
+        seen is asked of etcd: "not there" must not come from a cache that may simply not
+        have heard of it yet."""
+        if self._watchers:
+            mirrored = key.startswith(MIRRORED) and self._synced(key)
+            if mirrored or key.startswith(REMEMBERED):
+                with self._cache_lock:
+                    known = key in self._kvs
+                    kv = self._kvs.get(key)
+                if known and (kv is not None or mirrored):
+                    self.hits += 1
+                    return kv
         self.misses += 1
         return super().get(key)
 
@@ -160,7 +187,7 @@ class CachingEtcdClient(ReconnectingEtcdClient):
         for op in ops:
             if "request_put" in op:
                 key = base64.b64decode(op["request_put"]["key"]).decode()
-                if key.startswith(MIRRORED):
+                if key.startswith(CACHED):
                     value = base64.b64decode(op["request_put"].get("value") or b"").decode()
                     old = self._kvs.get(key)
                     version = (old.version + 1) if old is not None else 1
@@ -170,7 +197,7 @@ class CachingEtcdClient(ReconnectingEtcdClient):
                 rng = op["request_delete_range"]
                 if "range_end" not in rng:
                     key = base64.b64decode(rng["key"]).decode()
-                    if key.startswith(MIRRORED):
+                    if key.startswith(CACHED):
                         self._store(key, None, revision)
 
     def _read_through(self, ops: list[dict[str, Any]], resp: dict[str, Any], revision: int) -> None:
@@ -180,7 +207,7 @@ class CachingEtcdClient(ReconnectingEtcdClient):
             if not rng or "range_end" in rng:
                 continue
             key = base64.b64decode(rng["key"]).decode()
-            if not key.startswith(MIRRORED):
+            if not key.startswith(CACHED):
                 continue
             kvs = (item.get("response_range") or {}).get("kvs") or []
             if kvs:
