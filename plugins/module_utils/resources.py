@@ -162,6 +162,10 @@ PEER_FIELDS = {
     "spec.keepOriginalNextHop": "keep_original_next_hop",
     "spec.sourceAddress": "source_address",
     "spec.nextHopMode": "next_hop_mode",
+    "spec.localASNumber": "local_as_number",
+    "spec.maxRestartTime": "max_restart_time",
+    "spec.numAllowedLocalASNumbers": "num_allowed_local_as_numbers",
+    "spec.ttlSecurity": "ttl_security",
     "metadata.name": "name",
 }
 
@@ -194,6 +198,7 @@ BGP_CONFIG_FIELDS = {
     "spec.listenPort": "listen_port",
     "spec.logSeverityScreen": "log_severity_screen",
     "spec.bindMode": "bind_mode",
+    "spec.nodeMeshMaxRestartTime": "node_mesh_max_restart_time",
     "metadata.name": "name",
 }
 

@@ -46,6 +46,9 @@ options:
   bind_mode:
     description: C(None) or C(NodeIP).
     type: str
+  node_mesh_max_restart_time:
+    description: Graceful restart time of the node-to-node mesh sessions, a duration such as C(120s).
+    type: str
 """
 
 EXAMPLES = r"""
@@ -101,6 +104,7 @@ SPEC = {
     "listen_port": "listenPort",
     "log_severity_screen": "logSeverityScreen",
     "bind_mode": "bindMode",
+    "node_mesh_max_restart_time": "nodeMeshMaxRestartTime",
 }
 
 
@@ -114,6 +118,7 @@ def main():
         listen_port=dict(type="int"),
         log_severity_screen=dict(type="str"),
         bind_mode=dict(type="str"),
+        node_mesh_max_restart_time=dict(type="str"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     check_pycalico(module)

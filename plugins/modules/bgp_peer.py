@@ -56,6 +56,18 @@ options:
   next_hop_mode:
     description: C(Auto), C(Self) or C(Keep).
     type: str
+  local_as_number:
+    description: AS number this side presents to the peer, instead of the node's.
+    type: int
+  max_restart_time:
+    description: Graceful restart time advertised to the peer, a duration such as C(120s).
+    type: str
+  num_allowed_local_as_numbers:
+    description: How often the local AS number may appear in a received AS path.
+    type: int
+  ttl_security:
+    description: Number of hops for GTSM (TTL security); 0 is off.
+    type: int
 """
 
 EXAMPLES = r"""
@@ -124,6 +136,10 @@ SPEC = {
     "keep_original_next_hop": "keepOriginalNextHop",
     "source_address": "sourceAddress",
     "next_hop_mode": "nextHopMode",
+    "local_as_number": "localASNumber",
+    "max_restart_time": "maxRestartTime",
+    "num_allowed_local_as_numbers": "numAllowedLocalASNumbers",
+    "ttl_security": "ttlSecurity",
 }
 
 
@@ -140,6 +156,10 @@ def main():
         keep_original_next_hop=dict(type="bool"),
         source_address=dict(type="str"),
         next_hop_mode=dict(type="str"),
+        local_as_number=dict(type="int"),
+        max_restart_time=dict(type="str"),
+        num_allowed_local_as_numbers=dict(type="int"),
+        ttl_security=dict(type="int"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     check_pycalico(module)

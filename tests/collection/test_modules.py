@@ -33,11 +33,13 @@ def test_bgp_peer_check_real_second_and_update(run_module, etcd):
     assert second["changed"] is False and second["diff"]["before"] == second["diff"]["after"]
 
     # The spec is exactly the options given: a peer IP replaces the selector.
-    tor = {"name": "peer-with-route-reflectors", "peer_ip": "192.0.2.1", "as_number": 64513}
+    tor = {"name": "peer-with-route-reflectors", "peer_ip": "192.0.2.1", "as_number": 64513,
+           "max_restart_time": "90s", "ttl_security": 1}
     checked = run_module("bgp_peer", check=True, **tor)
     assert checked["changed"] is True
     assert checked["diff"]["before"]["spec"]["peerSelector"] == "route-reflector == 'true'"
-    assert checked["diff"]["after"]["spec"] == {"peerIP": "192.0.2.1", "asNumber": 64513}
+    assert checked["diff"]["after"]["spec"] == {"peerIP": "192.0.2.1", "asNumber": 64513, "maxRestartTime": "90s",
+                                                "ttlSecurity": 1}
     run_module("bgp_peer", **tor)
     assert store.get(BGPPeer, args["name"]).peer_ip == "192.0.2.1"
 
@@ -58,10 +60,11 @@ def test_bgp_configuration_sets_only_given_fields(run_module, etcd):
     assert run_module("bgp_configuration", as_number=64512, node_to_node_mesh=False)["changed"] is False
 
     # Mesh back on; the AS number is kept since it is not given.
-    result = run_module("bgp_configuration", node_to_node_mesh=True)
+    result = run_module("bgp_configuration", node_to_node_mesh=True, node_mesh_max_restart_time="120s")
     assert result["changed"] is True
     assert result["diff"]["before"]["spec"]["nodeToNodeMeshEnabled"] is False
-    assert result["diff"]["after"]["spec"] == {"asNumber": 64512, "nodeToNodeMeshEnabled": True}
+    assert result["diff"]["after"]["spec"] == {"asNumber": 64512, "nodeToNodeMeshEnabled": True,
+                                               "nodeMeshMaxRestartTime": "120s"}
     conf = store.get(BGPConfiguration, "default")
     assert conf.node_to_node_mesh is True and conf.as_number == 64512
 
