@@ -7,7 +7,8 @@ removed at the end. Run with the project's Python: ``.venv/bin/python bench/cni_
 
 Measured per plugin, each invocation as a runtime makes it (fork+exec, stdin config):
 - 100 sequential ADD+DEL pairs, interleaved with the reference so drift hits both;
-- 100 ADDs from 8 concurrent callers (wall time), then their DELs.
+- 100 ADDs from 8 concurrent callers (wall time, in 5 rounds taken in turn with the
+  reference), then their DELs.
 Both our paths are measured: through the agent socket (fast) and in-process (fallback).
 
 Last line: ``RESULT add_p50_ratio=<x> add_p99_ratio=<x> del_p50_ratio=<x> concurrent_ratio=<x>``
@@ -36,6 +37,7 @@ from tests.support.cni_env import DEBIAN_CNI, CniEnv, add_netns, del_netns, netn
 PAIRS = int(os.environ.get("CNI_BENCH_PAIRS", "100"))
 CONCURRENT = int(os.environ.get("CNI_BENCH_CONCURRENT", "100"))
 CALLERS = 8
+ROUNDS = 5
 WARMUP = 5
 
 
@@ -109,8 +111,10 @@ def cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def concurrent(p: Plugin, env: CniEnv, tag: str) -> tuple[float, list[float]]:
-    pods = make_pods(env, tag, CONCURRENT)
+def concurrent_round(p: Plugin, env: CniEnv, tag: str, n: int) -> tuple[float, float, float, float]:
+    """n ADDs from CALLERS callers: (wall, CPU of the executables, of the agent, of etcd) in ms;
+    then their DELs, untimed."""
+    pods = make_pods(env, tag, n)
     try:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         server = cpu_ms(SERVER_PID)
@@ -118,18 +122,34 @@ def concurrent(p: Plugin, env: CniEnv, tag: str) -> tuple[float, list[float]]:
         etcd = cpu_ms(etcd_pid)
         started = time.perf_counter()
         with ThreadPoolExecutor(CALLERS) as pool:
-            adds = list(pool.map(lambda pod: p.call("ADD", pod[2], pod[1]), pods))
+            list(pool.map(lambda pod: p.call("ADD", pod[2], pod[1]), pods))
         wall = (time.perf_counter() - started) * 1000
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         spawned = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) * 1000
-        print(f"  {p.label}: {CONCURRENT} ADDs by {CALLERS} callers in {wall:.0f} ms; CPU per ADD: "
-              f"executables {spawned / CONCURRENT:.1f} ms, agent {(cpu_ms(SERVER_PID) - server) / CONCURRENT:.1f} ms"
-              f"{'' if 'fast' in p.label else ' (idle)'}, etcd {(cpu_ms(etcd_pid) - etcd) / CONCURRENT:.1f} ms")
+        cpu = (spawned, cpu_ms(SERVER_PID) - server, cpu_ms(etcd_pid) - etcd)
         with ThreadPoolExecutor(CALLERS) as pool:
             list(pool.map(lambda pod: p.call("DEL", pod[2], pod[1]), pods))
-        return wall, adds
+        return (wall, *cpu)
     finally:
         drop_pods(pods)
+
+
+def concurrent(plugins: list[Plugin], env: CniEnv) -> dict[str, float]:
+    """CONCURRENT ADDs per plugin in ROUNDS rounds, the plugins taking turns round by
+    round, so that load from outside the benchmark falls on all of them alike."""
+    rounds = max(1, min(ROUNDS, CONCURRENT // CALLERS))
+    sizes = [CONCURRENT // rounds + (1 if r < CONCURRENT % rounds else 0) for r in range(rounds)]
+    totals = {p.label: [0.0, 0.0, 0.0, 0.0] for p in plugins}
+    for r, size in enumerate(sizes):
+        for k, p in enumerate(plugins):
+            for i, value in enumerate(concurrent_round(p, env, f"c{k}r{r}x", size)):
+                totals[p.label][i] += value
+    for p in plugins:
+        wall, spawned, agent, etcd = totals[p.label]
+        print(f"  {p.label}: {CONCURRENT} ADDs by {CALLERS} callers in {wall:.0f} ms ({rounds} rounds); "
+              f"CPU per ADD: executables {spawned / CONCURRENT:.1f} ms, agent {agent / CONCURRENT:.1f} ms"
+              f"{'' if 'fast' in p.label else ' (idle)'}, etcd {etcd / CONCURRENT:.1f} ms")
+    return {label: t[0] for label, t in totals.items()}
 
 
 def main() -> None:
@@ -174,12 +194,12 @@ def run(env: CniEnv) -> None:
     print(f"interpreter: {sys.executable}; launcher: {(env.bin_dir / 'pycalico').read_text().splitlines()[0]}")
     plugins = [ref, fast] if os.environ.get("CNI_BENCH_SKIP_INPROC") else [ref, fast, inproc]
     seq = sequential(plugins, env)
-    conc = {p.label: concurrent(p, env, f"c{k}") for k, p in enumerate(plugins)}
+    conc = concurrent(plugins, env)
 
     print(f"{'plugin':24} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9} {'8x100 ADD wall':>15}")
     stats = {}
     for label, (adds, dels) in seq.items():
-        wall = conc[label][0]
+        wall = conc[label]
         stats[label] = (statistics.median(adds), pct(adds, 99), statistics.median(dels), pct(dels, 99), wall)
         print(f"{label:24} {stats[label][0]:8.1f}ms {stats[label][1]:8.1f}ms {stats[label][2]:8.1f}ms "
               f"{stats[label][3]:8.1f}ms {wall:13.0f}ms")
