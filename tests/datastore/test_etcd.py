@@ -86,6 +86,15 @@ def test_cas_conflict_is_retried_and_wins_exactly_once(etcd: EtcdClient) -> None
     assert etcd.get("/calico/t/counter").value == str(101 + 100)  # type: ignore[union-attr]
 
 
+def _drop_live_stream(watcher: PrefixWatcher) -> None:
+    """Close the watcher's open stream from under it, as a dropped connection would."""
+    assert wait_until(lambda: watcher._stream is not None and watcher._stream._resp is not None, 10)
+    stream = watcher._stream
+    assert stream is not None
+    stream.close()
+    stream._closed = False  # the watcher, not the stream, decides to stop
+
+
 def test_watch_delivers_every_event_across_dropped_streams(etcd: EtcdClient) -> None:
     seen: list[str] = []
     snapshots: list[int] = []
@@ -101,11 +110,7 @@ def test_watch_delivers_every_event_across_dropped_streams(etcd: EtcdClient) -> 
             etcd.put(f"/calico/w/k{i}", str(i))
             expected.append(f"put:/calico/w/k{i}")
             if i % 10 == 5:
-                # Drop the live stream from under the watcher (a real closed connection).
-                stream = watcher._stream
-                if stream is not None:
-                    stream.close()
-                    stream._closed = False  # the watcher, not the stream, decides to stop
+                _drop_live_stream(watcher)
         etcd.delete("/calico/w/k0")
         expected.append("delete:/calico/w/k0")
         assert wait_until(lambda: len(seen) >= len(expected), 10), seen
@@ -127,23 +132,21 @@ def test_watch_from_a_compacted_revision_raises_and_watcher_relists(etcd: EtcdCl
 
 
 def test_watcher_relists_when_it_resumes_below_a_compaction(etcd: EtcdClient) -> None:
-    """Pause the watcher (drop its stream, long retry), write and compact, let it resume:
-    it must re-list instead of losing what it missed."""
+    """Pause the watcher (drop its stream; its retry wait is long), write and compact,
+    then let it resume: it must re-list instead of losing what it missed."""
     snapshots: list[dict[str, str]] = []
     watcher = PrefixWatcher(etcd, "/calico/r/", lambda kvs, rev: snapshots.append({kv.key: kv.value for kv in kvs}),
-                            lambda events: None, retry_interval=2.0)
+                            lambda events: None, retry_interval=300.0)
     etcd.put("/calico/r/a", "1")
     watcher.start()
     try:
         assert watcher.synced.wait(10)
-        assert wait_until(lambda: watcher._stream is not None, 5)
-        stream = watcher._stream
-        assert stream is not None
-        stream.close()
-        stream._closed = False
+        _drop_live_stream(watcher)
         etcd.put("/calico/r/a", "2")
         etcd.put("/calico/r/b", "3")
         etcd.compact(etcd.revision())
+        assert wait_until(lambda: watcher._stream is None, 10)  # it noticed the drop and waits
+        watcher.kick()
         assert wait_until(lambda: len(snapshots) >= 2, 10)
         assert snapshots[-1] == {"/calico/r/a": "2", "/calico/r/b": "3"}
         assert watcher.resyncs == 2
@@ -222,3 +225,15 @@ def test_environment_ca_bundles_do_not_replace_the_cluster_ca(etcd_cluster: Etcd
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
+
+
+def test_a_restarted_etcd_is_reached_again_on_the_next_call() -> None:
+    """Kept-alive TLS connections die with the server; the next call must reconnect."""
+    with EtcdCluster(1, prefix="pctre") as cluster:
+        client = cluster.client()
+        client.put("/calico/r", "1")
+        cluster.stop_member(0)
+        cluster.start_member(cluster.members[0])
+        cluster.wait_healthy()
+        assert client.get("/calico/r").value == "1"  # type: ignore[union-attr]
+        client.put("/calico/r", "2")

@@ -187,12 +187,13 @@ class EtcdClient:
             conn.request("POST", path, body=payload, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             data = resp.read()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+        except (OSError, http.client.HTTPException) as exc:
             conn.close()
             conns.pop(endpoint, None)
-            if fresh:
+            if fresh or isinstance(exc, TimeoutError):
                 raise
-            # A kept-alive connection the server closed: one retry on a new one.
+            # A kept-alive connection the server closed (a restarted etcd answers a
+            # stale TLS session with EOF or a reset): one retry on a new connection.
             return self._post_once(endpoint, path, body)
         except BaseException:
             conn.close()

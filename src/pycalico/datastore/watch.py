@@ -42,6 +42,7 @@ class PrefixWatcher:
         self.resyncs = 0
         self.reconnects = 0
         self._stop = threading.Event()
+        self._kick = threading.Event()
         self._stream: WatchStream | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.synced = threading.Event()
@@ -50,8 +51,13 @@ class PrefixWatcher:
         self._thread.start()
         return self
 
+    def kick(self) -> None:
+        """Skip the current retry wait and reconnect at once."""
+        self._kick.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._kick.set()
         stream = self._stream
         if stream is not None:
             stream.close()
@@ -89,4 +95,5 @@ class PrefixWatcher:
                 need_resync = True
             finally:
                 self._stream = None
-            self._stop.wait(self.retry_interval)
+            self._kick.wait(self.retry_interval)
+            self._kick.clear()
