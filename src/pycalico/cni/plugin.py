@@ -548,6 +548,10 @@ def plugin_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
         rt.dataplane().wait_link_gone(host_if, removal)
         if removal.done():
             removal.result()
+        else:
+            removal.add_done_callback(
+                lambda f: f.exception() and log.error("DEL %s: removing %s in %s failed after the answer: %s",
+                                                      req.container_id, req.ifname, req.netns, f.exception()))
         datastore.result()
         return
     owned: bool | None = None
