@@ -168,6 +168,28 @@ class CachingEtcdClient(ReconnectingEtcdClient):
 
     # ---- write-through -----------------------------------------------------------------
 
+    def put(self, key: str, value: str, *, lease: int = 0) -> int:
+        revision = super().put(key, value, lease=lease)
+        if self._watchers and key.startswith(CACHED):
+            with self._cache_lock:
+                old = self._kvs.get(key)
+                version = (old.version + 1) if old is not None else 1
+                created = old.create_revision if old is not None else revision
+                self._store(key, KeyValue(key, value, revision, created, version, lease), revision)
+        return revision
+
+    def delete(self, key: str, *, mod_revision: int | None = None) -> bool:
+        if mod_revision is not None:
+            return super().delete(key, mod_revision=mod_revision)  # a txn: written through
+        deleted = super().delete(key)
+        if self._watchers and key.startswith(CACHED):
+            # No revision comes back: forget the key until the watch (or etcd) tells.
+            with self._cache_lock:
+                if self._kvs.get(key) is not None:
+                    del self._kvs[key]
+                    self._revs.pop(key, None)
+        return deleted
+
     def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
             failure: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         resp = super().txn(compare, success, failure)
