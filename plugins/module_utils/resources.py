@@ -14,7 +14,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ipaddress
-import uuid
 
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     PycalicoError,
@@ -24,7 +23,6 @@ from ansible_collections.pycalico.network.plugins.module_utils.datastore import 
 
 try:
     from pycalico.model import (
-        CLUSTER_NAME_ANNOTATION,
         BGPConfiguration,
         BGPPeer,
         ClusterInformation,
@@ -32,6 +30,7 @@ try:
         Node,
     )
     from pycalico.lifecycle import plan_node_removal, remove_node
+    from pycalico.cluster import plan_claim
 except ImportError:  # reported by check_pycalico()
     pass
 
@@ -46,11 +45,7 @@ class Result(object):
 
 def prepare(store, resource, creating):
     """Defaults + validation + datastore checks (pool overlap, immutable fields): what a write would do."""
-    check = getattr(store, "check", None)
-    if check is not None:
-        check(resource, creating=creating)
-    else:
-        store._prepare(resource, creating=creating)
+    store.check(resource, creating=creating)
 
 
 def same(a, b):
@@ -294,22 +289,8 @@ def ensure_node_present(store, name, labels=None, purge_labels=False, as_number=
 def ensure_cluster_identity(store, cluster_name, claim=True, check_mode=False):
     """Refuse a datastore that belongs to another cluster; claim it for ``cluster_name`` when unclaimed."""
     current = store.get(ClusterInformation, "default")
-    have = current.cluster_name if current is not None else ""
-    if have and have != cluster_name:
-        raise PycalicoError(
-            "this etcd belongs to cluster %r, not %r (ClusterInformation annotation %s): refusing to touch it; "
-            "check ETCD_ENDPOINTS and CLUSTER_NAME in the inventory" % (have, cluster_name, CLUSTER_NAME_ANNOTATION))
-    if have == cluster_name or not claim:
+    desired = plan_claim(current, cluster_name)  # raises ClusterMismatch for another cluster's etcd
+    if desired is None or not claim:
         return Result(False, current, current)
-    if current is None:
-        desired = ClusterInformation("default", {
-            "clusterGUID": uuid.uuid4().hex,
-            "clusterType": "pycalico",
-            "calicoVersion": "pycalico",
-            "datastoreReady": True,
-        }, metadata={"annotations": {CLUSTER_NAME_ANNOTATION: cluster_name}})
-    else:
-        desired = current.copy()
-        desired.metadata.setdefault("annotations", {})[CLUSTER_NAME_ANNOTATION] = cluster_name
     prepare(store, desired, creating=current is None)
     return Result(True, current, write(store, current, desired, check_mode))

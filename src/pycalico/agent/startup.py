@@ -6,17 +6,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
-import pycalico
 from pycalico.agent import autodetect
 from pycalico.agent.calc import node_vtep_mac, pod_mtu
 from pycalico.agent.settings import AgentSettings, mode
+from pycalico.cluster import ClusterMismatch, claim_cluster
 from pycalico.errors import ResourceExists, ResourceNotFound, RevisionConflict, ValidationError
 from pycalico.ipam import tunnel_attrs, tunnel_handle
-from pycalico.model import CLUSTER_NAME_ANNOTATION, ClusterInformation, IPPool, Node, ResourceStore
+from pycalico.model import ClusterInformation, IPPool, Node, ResourceStore
 
 log = logging.getLogger(__name__)
 
@@ -122,38 +121,11 @@ def ensure_default_pool(store: ResourceStore, settings: AgentSettings) -> IPPool
 
 
 def ensure_cluster_information(store: ResourceStore, settings: AgentSettings) -> ClusterInformation:
-    for _ in range(100):
-        info = store.get(ClusterInformation, "default")
-        if info is None:
-            info = ClusterInformation("default", {
-                "clusterGUID": uuid.uuid4().hex,
-                "clusterType": "pycalico,bgp" if settings.backend == "bird" else "pycalico",
-                "calicoVersion": f"pycalico-{pycalico.__version__}" if hasattr(pycalico, "__version__")
-                else "pycalico",
-                "datastoreReady": True,
-            })
-            if settings.cluster_name:
-                info.metadata["annotations"] = {CLUSTER_NAME_ANNOTATION: settings.cluster_name}
-            try:
-                return store.create(info)
-            except ResourceExists:
-                continue
-        have = info.cluster_name
-        if settings.cluster_name and have and have != settings.cluster_name:
-            raise StartupError(f"this etcd belongs to cluster {have!r}, not {settings.cluster_name!r}: refusing "
-                               "to register (CLUSTER_NAME)")
-        changed = info.copy()
-        if settings.cluster_name and not have:
-            changed.metadata.setdefault("annotations", {})[CLUSTER_NAME_ANNOTATION] = settings.cluster_name
-        if "datastoreReady" not in changed.spec:
-            changed.spec["datastoreReady"] = True
-        if changed == info:
-            return info
-        try:
-            return store.update(changed)  # type: ignore[return-value]
-        except (RevisionConflict, ResourceNotFound):
-            continue
-    raise StartupError("could not write ClusterInformation: too many conflicts")
+    cluster_type = "pycalico,bgp" if settings.backend == "bird" else "pycalico"
+    try:
+        return claim_cluster(store, settings.cluster_name, cluster_type)
+    except ClusterMismatch as exc:
+        raise StartupError(f"{exc}: refusing to register") from None
 
 
 def _set_tunnel_field(node: Node, kind: str, value: str | None) -> None:

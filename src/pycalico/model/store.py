@@ -66,6 +66,11 @@ class ResourceStore:
             out.append(_decode(cls, kv))
         return out
 
+    def check(self, res: Resource, *, creating: bool) -> None:
+        """Apply defaults and run every check a create/update would (validation, pool
+        overlap, immutable fields) without writing: for check modes and dry runs."""
+        self._prepare(res, creating=creating)
+
     def _prepare(self, res: Resource, *, creating: bool) -> None:
         res.apply_defaults()
         res.validate()
