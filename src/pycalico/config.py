@@ -9,6 +9,36 @@ from dataclasses import dataclass
 from pycalico.datastore.etcd import EtcdClient, TlsConfig
 from pycalico.errors import ValidationError
 
+NODE_ENV_FILE = "/etc/pycalico/pycalico.env"
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines as systemd's EnvironmentFile= reads them (comments, blank
+    lines and surrounding quotes allowed). A missing file is an empty mapping."""
+    values: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return values
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")) or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def node_environment(path: str | None = None) -> dict[str, str]:
+    """The node's settings: the agent's environment file overlaid by this process's environment."""
+    merged = read_env_file(path or os.environ.get("PYCALICO_ENV_FILE") or NODE_ENV_FILE)
+    merged.update(os.environ)
+    return merged
+
 
 @dataclass(frozen=True)
 class DatastoreSettings:

@@ -135,7 +135,8 @@ class EtcdCluster:
             "--peer-cert-file", str(p.server_cert), "--peer-key-file", str(p.server_key),
             "--peer-trusted-ca-file", str(p.ca), "--peer-client-cert-auth",
             "--logger", "zap", "--log-outputs", str(m.log_file),
-            "--heartbeat-interval", "50", "--election-timeout", "500",
+            # etcd's default timings: shorter ones make elections flap on a loaded machine.
+            "--heartbeat-interval", "100", "--election-timeout", "1000",
         ]
 
     def start_member(self, m: Member) -> None:

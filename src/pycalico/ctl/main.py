@@ -32,9 +32,11 @@ EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_DATASTORE, EXIT_NOT_FOUND = 0, 1, 2, 3, 
 
 
 def _client() -> Any:
-    from pycalico.config import DatastoreSettings
+    from pycalico.config import DatastoreSettings, node_environment
 
-    return DatastoreSettings.from_env().client(timeout=5.0, connect_timeout=2.0)
+    # Like calicoctl with /etc/calico/calicoctl.cfg: on a node, the agent's settings
+    # (/etc/pycalico/pycalico.env, or PYCALICO_ENV_FILE) apply unless the environment says otherwise.
+    return DatastoreSettings.from_mapping(node_environment()).client(timeout=5.0, connect_timeout=2.0)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
