@@ -45,7 +45,7 @@ for i in 1 2; do
   qemu-img create -q -f qcow2 -F qcow2 -b "$CACHE/base.qcow2" "$STATE/vm$i.qcow2"
   ssh_port[$i]=$(free_port)
   if [ "$i" = 1 ]; then link="listen=127.0.0.1:$link_port"; else link="connect=127.0.0.1:$link_port"; fi
-  qemu-system-x86_64 -accel tcg,thread=multi -m 1536 -smp 2 -nographic -daemonize \
+  qemu-system-x86_64 -accel tcg,thread=multi -m 1536 -smp 2 -display none -daemonize \
     -pidfile "$STATE/vm$i.pid" -serial "file:$STATE/vm$i.console" -monitor none \
     -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \
     -append "root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.hostname=vm$i pycalico.ip=10.90.0.1$i/24" \
