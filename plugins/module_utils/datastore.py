@@ -84,6 +84,18 @@ def pycalico_errors(module, fields=None):
         module.fail_json(msg=str(err))
 
 
+@contextlib.contextmanager
+def connected(module, fields=None):
+    """An etcd client for the module's connection options, closed on the way out, with
+    every pycalico error mapped by pycalico_errors()."""
+    with pycalico_errors(module, fields):
+        client = etcd_client(module)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
 def comparable(resource):
     """Resource JSON without volatile metadata, or {} for none."""
     if resource is None:

@@ -82,10 +82,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     check_pycalico,
     comparable,
+    connected,
     connection_argument_spec,
     diff,
-    etcd_client,
-    pycalico_errors,
     set_if_given,
 )
 from ansible_collections.pycalico.network.plugins.module_utils.resources import (
@@ -127,13 +126,9 @@ def main():
     for option, field in SPEC.items():
         set_if_given(spec, field, p[option])
 
-    with pycalico_errors(module, BGP_CONFIG_FIELDS):
-        client = etcd_client(module)
-        try:
-            result = ensure_bgp_configuration(ResourceStore(client), p["name"], spec, state=p["state"],
-                                              check_mode=module.check_mode)
-        finally:
-            client.close()
+    with connected(module, BGP_CONFIG_FIELDS) as client:
+        result = ensure_bgp_configuration(ResourceStore(client), p["name"], spec, state=p["state"],
+                                          check_mode=module.check_mode)
 
     out = dict(changed=result.changed, bgp_configuration=comparable(result.after))
     if module._diff:

@@ -114,10 +114,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     check_pycalico,
     comparable,
+    connected,
     connection_argument_spec,
     diff,
-    etcd_client,
-    pycalico_errors,
     set_if_given,
 )
 from ansible_collections.pycalico.network.plugins.module_utils.resources import PEER_FIELDS, ensure_peer
@@ -168,13 +167,9 @@ def main():
     for option, field in SPEC.items():
         set_if_given(spec, field, p[option])
 
-    with pycalico_errors(module, PEER_FIELDS):
-        client = etcd_client(module)
-        try:
-            result = ensure_peer(ResourceStore(client), p["name"], spec, state=p["state"],
-                                 check_mode=module.check_mode)
-        finally:
-            client.close()
+    with connected(module, PEER_FIELDS) as client:
+        result = ensure_peer(ResourceStore(client), p["name"], spec, state=p["state"],
+                             check_mode=module.check_mode)
 
     out = dict(changed=result.changed, peer=comparable(result.after))
     if module._diff:

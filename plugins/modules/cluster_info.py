@@ -69,10 +69,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     check_pycalico,
     comparable,
+    connected,
     connection_argument_spec,
     diff,
-    etcd_client,
-    pycalico_errors,
 )
 from ansible_collections.pycalico.network.plugins.module_utils.resources import ensure_cluster_identity
 
@@ -92,13 +91,9 @@ def main():
     check_pycalico(module)
     p = module.params
 
-    with pycalico_errors(module):
-        client = etcd_client(module)
-        try:
-            result = ensure_cluster_identity(ResourceStore(client), p["cluster_name"], claim=p["claim"],
-                                             check_mode=module.check_mode)
-        finally:
-            client.close()
+    with connected(module) as client:
+        result = ensure_cluster_identity(ResourceStore(client), p["cluster_name"], claim=p["claim"],
+                                         check_mode=module.check_mode)
 
     after = result.after
     name = ""

@@ -84,9 +84,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     check_pycalico,
+    connected,
     connection_argument_spec,
-    etcd_client,
-    pycalico_errors,
 )
 
 try:
@@ -105,17 +104,13 @@ def main():
     check_pycalico(module)
     p = module.params
 
-    with pycalico_errors(module):
-        client = etcd_client(module)
-        try:
-            ipam = IPAM(client)
-            report = ipam.check()
-            leaked = [item["ip"] for item in report.leaked]
-            handles = list(report.handles_without_ips)
-            if p["state"] == "released" and (leaked or handles) and not module.check_mode:
-                leaked = ipam.release_leaked(report)
-        finally:
-            client.close()
+    with connected(module) as client:
+        ipam = IPAM(client)
+        report = ipam.check()
+        leaked = [item["ip"] for item in report.leaked]
+        handles = list(report.handles_without_ips)
+        if p["state"] == "released" and (leaked or handles) and not module.check_mode:
+            leaked = ipam.release_leaked(report)
 
     data = report.to_json()
     releasing = p["state"] == "released"

@@ -135,10 +135,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     check_pycalico,
     comparable,
+    connected,
     connection_argument_spec,
     diff,
-    etcd_client,
-    pycalico_errors,
     set_if_given,
 )
 from ansible_collections.pycalico.network.plugins.module_utils.resources import POOL_FIELDS, ensure_pool
@@ -186,13 +185,9 @@ def main():
     for option, field in SPEC.items():
         set_if_given(spec, field, p[option])
 
-    with pycalico_errors(module, POOL_FIELDS):
-        client = etcd_client(module)
-        try:
-            result = ensure_pool(ResourceStore(client), IPAM(client), p["name"], spec, state=p["state"],
-                                 force=p["force"], check_mode=module.check_mode)
-        finally:
-            client.close()
+    with connected(module, POOL_FIELDS) as client:
+        result = ensure_pool(ResourceStore(client), IPAM(client), p["name"], spec, state=p["state"],
+                             force=p["force"], check_mode=module.check_mode)
 
     out = dict(changed=result.changed, pool=comparable(result.after),
                allocations=result.info.get("allocations", 0), replaced=bool(result.info.get("replaced")))

@@ -137,9 +137,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     check_pycalico,
     comparable,
+    connected,
     connection_argument_spec,
-    etcd_client,
-    pycalico_errors,
 )
 from ansible_collections.pycalico.network.plugins.module_utils.resources import (
     NODE_FIELDS,
@@ -172,20 +171,16 @@ def main():
     if p["labels"] is not None:
         p["labels"] = dict((str(k), str(v)) for k, v in p["labels"].items())
 
-    with pycalico_errors(module, NODE_FIELDS):
-        client = etcd_client(module)
-        try:
-            store = ResourceStore(client)
-            if p["state"] == "absent":
-                result = ensure_node_absent(store, IPAM(client), p["name"], check_mode=module.check_mode)
-            else:
-                result = ensure_node_present(store, p["name"], labels=p["labels"], purge_labels=p["purge_labels"],
-                                             remove_labels=p["remove_labels"], must_exist=p["must_exist"],
-                                             as_number=p["as_number"],
-                                             rr_cluster_id=p["route_reflector_cluster_id"],
-                                             check_mode=module.check_mode)
-        finally:
-            client.close()
+    with connected(module, NODE_FIELDS) as client:
+        store = ResourceStore(client)
+        if p["state"] == "absent":
+            result = ensure_node_absent(store, IPAM(client), p["name"], check_mode=module.check_mode)
+        else:
+            result = ensure_node_present(store, p["name"], labels=p["labels"], purge_labels=p["purge_labels"],
+                                         remove_labels=p["remove_labels"], must_exist=p["must_exist"],
+                                         as_number=p["as_number"],
+                                         rr_cluster_id=p["route_reflector_cluster_id"],
+                                         check_mode=module.check_mode)
 
     out = dict(changed=result.changed, registered=result.info.get("registered", p["state"] == "present"))
     if p["state"] == "absent":
