@@ -102,3 +102,36 @@ def test_wire_format_round_trips() -> None:
     assert launcher.decode_request(launcher.encode_request("ipam", env, stdin)) == ("ipam", env, stdin)
     with pytest.raises(ValueError):
         launcher.decode_request(b"GET / HTTP/1.1\r\n\r\n")
+
+
+def _run_installed(path, env_extra: dict[str, str]) -> tuple[int, bytes, bytes]:
+    import os
+    import subprocess
+
+    env = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "VERSION", **env_extra}
+    proc = subprocess.run([str(path)], input=b'{"cniVersion": "1.0.0"}', env=env, capture_output=True, timeout=60)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_installed_launcher_is_compiled_and_rewritten_only_on_change(tmp_path) -> None:
+    import sys
+
+    from pycalico.cni.install import install, launcher_source
+
+    first = install(tmp_path, sys.executable)
+    assert [changed for _, changed in first] == [True, True]
+    text = (tmp_path / "pycalico").read_text()
+    assert text.startswith(f"#!{sys.executable} -IS\n") and "marshal.loads(" in text
+    assert "def forward" not in text  # compiled, not source
+    assert [changed for _, changed in install(tmp_path, sys.executable)] == [False, False]
+    (tmp_path / "pycalico").chmod(0o644)
+    assert install(tmp_path, sys.executable, dry_run=True)[0][1] is True
+    assert (tmp_path / "pycalico").stat().st_mode & 0o777 == 0o644  # a dry run writes nothing
+    code, out, err = _run_installed(tmp_path / "pycalico-ipam", {"PYCALICO_CNI_NO_FAST_PATH": "1"})
+    assert (code, err) == (0, b"") and b'"supportedVersions"' in out
+    # Another Python cannot load the compiled launcher: it imports it from site-packages.
+    other = tmp_path / "other"
+    other.write_text(launcher_source(sys.executable).replace(repr(sys.implementation.cache_tag), "'cpython-0'", 1))
+    other.chmod(0o755)
+    code, out, err = _run_installed(other, {"PYCALICO_CNI_NO_FAST_PATH": "1"})
+    assert (code, err) == (0, b"") and b'"supportedVersions"' in out

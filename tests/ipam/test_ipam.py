@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pycalico.datastore.etcd import EtcdClient
-from pycalico.errors import PoolExhausted
+from pycalico.errors import KeyExists, PoolExhausted
 from pycalico.ipam import IPAM, AllocationBlock, IpamConfig, handle_id, tunnel_attrs, tunnel_handle
 from pycalico.lifecycle import remove_node
 from pycalico.model import BGPPeer, IPPool, Node, ResourceStore, WorkloadEndpoint, keys, wep_name
@@ -220,3 +220,41 @@ def test_ipam_storm_has_no_duplicates_no_leaks_and_consistent_blocks(etcd: EtcdC
     for block in ipam.blocks():
         owner = block.host()
         assert owner is not None and block.cidr in ipam.affinities(owner)
+
+
+def test_extra_keys_are_created_in_the_assigning_transaction(etcd: EtcdClient) -> None:
+    setup_pool(etcd)
+    ipam = IPAM(etcd)
+    seen: list[list[str]] = []
+
+    def endpoint(addrs: list) -> dict[str, str]:
+        seen.append([str(a.ip) for a in addrs])
+        return {"/test/extra/c1": json.dumps({"ips": seen[-1]})}
+
+    [ip] = ipam.auto_assign("net.c1", {}, "n1", extra_puts=endpoint)
+    assert seen == [[str(ip.ip)]]
+    extra = etcd.get("/test/extra/c1")
+    block = etcd.get(keys.block_key(str(ip.network)))
+    assert extra is not None and block is not None
+    assert json.loads(extra.value) == {"ips": [str(ip.ip)]}
+    assert extra.mod_revision == block.mod_revision  # one transaction
+
+    # The extra key exists now: nothing is assigned, and the error names the key.
+    before = etcd.get(keys.block_key(str(ip.network)))
+    with pytest.raises(KeyExists) as err:
+        ipam.auto_assign("net.c2", {}, "n1", extra_puts=lambda addrs: {"/test/extra/c1": "{}"})
+    assert err.value.key == "/test/extra/c1"
+    assert etcd.get(keys.block_key(str(ip.network))).mod_revision == before.mod_revision  # type: ignore[union-attr]
+    assert etcd.get(keys.handle_key("net.c2")) is None
+    assert json.loads(etcd.get("/test/extra/c1").value) == {"ips": [str(ip.ip)]}  # type: ignore[union-attr]
+
+
+def test_extra_keys_follow_addresses_from_several_blocks(etcd: EtcdClient) -> None:
+    setup_pool(etcd, block_size=30)
+    ipam = IPAM(etcd)
+    got = ipam.auto_assign("net.multi", {}, "n1", 6, extra_puts=lambda addrs: {"/test/extra/multi": str(len(addrs))})
+    assert len({str(a.network) for a in got}) == 2
+    assert etcd.get("/test/extra/multi").value == "6"  # type: ignore[union-attr]
+    with pytest.raises(KeyExists):
+        ipam.auto_assign("net.multi2", {}, "n1", 6, extra_puts=lambda addrs: {"/test/extra/multi": "x"})
+    assert ipam.ips_by_handle("net.multi2") == []  # the first block's addresses went back

@@ -37,6 +37,8 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from pycalico.cni import names
+
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 GATEWAY = "169.254.1.1"
 CLONE_NEWNET = 0x40000000
@@ -95,12 +97,6 @@ def write_sysctl(path: str, value: str) -> None:
     """Write /proc/sys/<path> in the calling thread's netns."""
     with open("/proc/sys/" + path, "w") as f:
         f.write(value)
-
-
-def _random_mac() -> str:
-    raw = bytearray(os.urandom(6))
-    raw[0] = (raw[0] & 0xFE) | 0x02  # unicast, locally administered
-    return ":".join(f"{b:02x}" for b in raw)
 
 
 class Rtnl:
@@ -302,13 +298,14 @@ class Dataplane:
 
     # ---- ADD -------------------------------------------------------------------------
 
-    def begin_pod(self, netns_path: str, ifname: str, host_ifname: str, mtu: int) -> PendingPod:
+    def begin_pod(self, netns_path: str, ifname: str, host_ifname: str, mtu: int,
+                  container_mac: str = "") -> PendingPod:
         """Create the veth pair, host side configured and up; no addresses yet.
 
         Fails before leaving anything behind when the netns cannot be opened or
         already has ``ifname``."""
         nsfd = open_netns(netns_path)
-        pending = PendingPod(nsfd, netns_path, ifname, host_ifname, _random_mac(), mtu)
+        pending = PendingPod(nsfd, netns_path, ifname, host_ifname, container_mac or names.random_mac(), mtu)
         try:
             with in_netns(nsfd):
                 pod = Rtnl()
@@ -339,6 +336,14 @@ class Dataplane:
 
     def finish_pod(self, pending: PendingPod, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
         """Addresses and routes on both sides. The caller aborts on failure."""
+        try:
+            self.address_pod(pending, addresses)
+        finally:
+            pending.release()
+
+    def address_pod(self, pending: PendingPod, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
+        """finish_pod without letting go of the pod: the caller may still abort it (and
+        rebuild it with other addresses), and must release it."""
         assert pending.pod is not None
         try:
             with in_netns(pending.nsfd):
@@ -347,8 +352,6 @@ class Dataplane:
                 self._host_route(pending.host_index, pending.host_ifname, addr.ip)
         except NetlinkError as exc:
             raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
-        finally:
-            pending.release()
 
     def abort_pod(self, pending: PendingPod) -> None:
         """Undo begin_pod: remove the veth pair (and with it every address and route)."""

@@ -8,8 +8,9 @@ or nobody listens, it runs the same code in-process.
 Start cost matters more than anything here: the Go reference plugins finish an ADD
 in about the time a Python interpreter needs to start. So the installed copy runs
 as ``#!<venv>/bin/python -IS`` (no site scan; the fallback activates site-packages
-itself) and the fast path imports nothing but the C-level ``_socket``: no ``socket``
-(enum, selectors), no ``json`` (re).
+itself), carries this module already compiled (``pycalico.cni.install``), and the
+fast path imports nothing but the built-in ``posix`` and the C-level ``_socket``:
+no ``os`` (~0.7 ms), no ``socket`` (enum, selectors), no ``json`` (re).
 
 Wire format, one request per connection:
   request  ``PYCNI1 <role> <len(env)> <len(stdin)>\\n`` + env + stdin, where env is
@@ -17,7 +18,7 @@ Wire format, one request per connection:
   reply    ``<exit code>\\n`` + the bytes to print on stdout; the server closes.
 """
 
-import os
+import posix
 import sys
 
 DEFAULT_SOCKET = "/var/run/pycalico/cni.sock"
@@ -30,7 +31,7 @@ LOST = 11  # spec code "try again later"
 
 
 def role_from_name(argv0):
-    return "ipam" if "ipam" in os.path.basename(argv0) else "plugin"
+    return "ipam" if "ipam" in argv0.rpartition("/")[2] else "plugin"
 
 
 def socket_path(env, stdin):
@@ -137,12 +138,18 @@ def run(argv0, env, stdin):
     return result
 
 
+def environment():
+    """The variables the launcher looks at, from ``posix.environ`` (bytes) without ``os``."""
+    return {key.decode("utf-8", "surrogateescape"): value.decode("utf-8", "surrogateescape")
+            for key, value in posix.environ.items() if key.startswith((b"CNI_", b"PYCALICO_CNI_"))}
+
+
 def main():
     code = 100
     out = b""
     try:
         stdin = sys.stdin.buffer.read() if sys.stdin is not None else b""
-        code, out = run(sys.argv[0], os.environ, stdin)
+        code, out = run(sys.argv[0], environment(), stdin)
     except BaseException as exc:  # noqa: BLE001 - never a traceback: a spec error instead
         import json
 
@@ -153,9 +160,9 @@ def main():
         if out:
             view = memoryview(out if out.endswith(b"\n") else out + b"\n")
             while view:
-                view = view[os.write(1, view):]
+                view = view[posix.write(1, view):]
     finally:
-        os._exit(code)
+        posix._exit(code)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 VETH_PREFIX = "cali"
@@ -58,3 +59,10 @@ def handle_id(network: str, container_id: str) -> str:
 
 def legacy_handle_id(w: Workload) -> str:
     return f"{w.namespace}.{w.workload}" if w.is_k8s else w.container_id
+
+
+def random_mac() -> str:
+    """The container side's MAC: random, unicast, locally administered."""
+    raw = bytearray(os.urandom(6))
+    raw[0] = (raw[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)

@@ -15,7 +15,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +51,7 @@ from pycalico.errors import (
     DatastoreError,
     DatastoreUnavailable,
     IPAMError,
+    KeyExists,
     NotReady,
     PoolExhausted,
     PycalicoError,
@@ -430,81 +431,162 @@ def _result(req: CniRequest, host_if: str, mac: str, mtu: int, addrs: list[ipadd
     )
 
 
+class _Offer:
+    """The addresses IPAM is about to commit, handed from the datastore thread to the
+    dataplane thread so that the pod is addressed while the commit is in flight."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self.addresses: list[ipaddress.IPv4Interface] | None = None
+
+    def offer(self, addresses: list[ipaddress.IPv4Interface]) -> None:
+        self.addresses = addresses
+        self._ready.set()
+
+    def wait(self, future: Any) -> list[ipaddress.IPv4Interface] | None:
+        """The offered addresses, or None once ``future`` ended without an offer."""
+        future.add_done_callback(lambda _: self._ready.set())
+        self._ready.wait()
+        return self.addresses
+
+
 def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
     node = resolve_nodename(conf)
     ctx = rt.context(conf)
     w = _workload(req)
     host_if = names.host_veth_name(w)
     mtu = resolve_mtu(conf)
+    mac = names.random_mac()
     dp = rt.dataplane()
+    offer = _Offer()
+    endpoint = _EndpointWriter(ctx, conf, node, w, host_if, mac)
 
-    parallel = rt.split_work()
-    if parallel:
-        # Readiness and IPAM on a helper thread while this one builds the veth.
-        def datastore_part() -> list[ipaddress.IPv4Interface]:
+    def endpoint_put(assigned: list[Any]) -> dict[str, str]:
+        """The endpoint, created in IPAM's transaction (one etcd write per ADD)."""
+        addrs = _host_routes(assigned)
+        key, value = ctx.store.put_for(endpoint.build(addrs))
+        offer.offer(addrs)
+        return {key: value}
+
+    def datastore_part(check_ready: bool = True) -> list[ipaddress.IPv4Interface]:
+        """Readiness, addresses, and the endpoint when it can go with them."""
+        if check_ready:
             ensure_ready(ctx, node, rt, conf)
-            return ipam_assign(req, conf, ctx, node, w)
+        if conf.ipam.type != OWN_IPAM:
+            return _host_routes(ipam_assign(req, conf, ctx, node, w))
+        handle, attrs = names.handle_id(conf.name, req.container_id), ipam_attrs(node, w)
+        pools = conf.ipam.ipv4_pools or None
+        try:
+            got = ctx.ipam.auto_assign(handle, attrs, node, 1, pools=pools, extra_puts=endpoint_put)
+            endpoint.written = True
+        except KeyExists:
+            # An endpoint of this name exists (an earlier attempt, or this attachment's
+            # first ADD): replace it only once the veth is known to be ours.
+            got = ctx.ipam.auto_assign(handle, attrs, node, 1, pools=pools)
+        return _host_routes(got)
 
+    def undo_datastore(addrs: list[ipaddress.IPv4Interface]) -> None:
+        if endpoint.written:
+            _undo_wep(ctx, endpoint.name, w.namespace, req.container_id)
+        ipam_undo(req, conf, ctx, addrs)
+
+    if rt.split_work():
+        # The datastore on a helper thread while this one builds the veth, then addresses
+        # the pod with what IPAM is committing; a lost race means a rebuild.
         future = rt.submit(datastore_part)
         try:
-            pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu)
+            pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac)
         except BaseException:
             try:
-                assigned = future.result()
+                undo_datastore(future.result())
             except BaseException:  # noqa: BLE001 - the dataplane error wins
-                assigned = []
-            if assigned:
-                ipam_undo(req, conf, ctx, assigned)
+                pass
             raise
         try:
+            guess = offer.wait(future)
+            if guess:
+                dp.address_pod(pending, guess)
             addrs = future.result()
         except BaseException:
             dp.abort_pod(pending)
+            try:
+                done: list[ipaddress.IPv4Interface] | None = future.result()
+            except BaseException:  # noqa: BLE001 - the first error is the one to report
+                done = None
+            if done is not None:
+                undo_datastore(done)
+            raise
+        try:
+            if guess is None:  # nothing offered in advance (delegated IPAM, existing endpoint)
+                dp.address_pod(pending, addrs)
+            elif addrs != guess:  # IPAM lost a race and took other addresses
+                dp.abort_pod(pending)
+                pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac)
+                dp.address_pod(pending, addrs)
+            endpoint.ensure(addrs)
+            pending.release()
+        except BaseException:
+            dp.abort_pod(pending)
+            undo_datastore(addrs)
             raise
     else:
         ensure_ready(ctx, node, rt, conf)
-        pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu)
+        pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac)
         try:
-            addrs = ipam_assign(req, conf, ctx, node, w)
+            addrs = datastore_part(check_ready=False)
         except BaseException:
             dp.abort_pod(pending)
             raise
-
-    wep = _wep(conf, node, w, host_if, pending.container_mac, addrs)
-
-    def write_wep() -> None:
         try:
-            ctx.store.create(wep)
-        except ResourceExists:
-            # A stale endpoint of an earlier attempt (its interface is gone, or we would
-            # have failed above): this attachment replaces it.
-            ctx.store.apply(wep)
+            dp.address_pod(pending, addrs)
+            endpoint.ensure(addrs)
+            pending.release()
+        except BaseException:
+            dp.abort_pod(pending)
+            undo_datastore(addrs)
+            raise
+    return _result(req, host_if, mac, mtu, addrs).to_json(conf.cni_version)
 
+
+def _host_routes(assigned: Sequence[Any]) -> list[ipaddress.IPv4Interface]:
+    """IPAM's block-masked IPv4 addresses as the pod's /32s."""
+    return [ipaddress.IPv4Interface(f"{a.ip}/32") for a in assigned if a.version == 4]
+
+
+class _EndpointWriter:
+    """The attachment's WorkloadEndpoint: built for given addresses, written at most once."""
+
+    def __init__(self, ctx: Context, conf: NetConf, node: str, w: names.Workload, host_if: str, mac: str) -> None:
+        self.ctx, self.conf, self.node, self.w, self.host_if, self.mac = ctx, conf, node, w, host_if, mac
+        self.name = wep_name(node, w.orchestrator, w.workload, w.ifname)
+        self.written = False
+
+    def build(self, addrs: list[ipaddress.IPv4Interface]) -> WorkloadEndpoint:
+        return _wep(self.conf, self.node, self.w, self.host_if, self.mac, addrs)
+
+    def ensure(self, addrs: list[ipaddress.IPv4Interface]) -> None:
+        """Write it now unless IPAM's transaction did (delegated IPAM, a replaced endpoint)."""
+        if not self.written:
+            write_wep(self.ctx, self.build(addrs))
+            self.written = True
+
+
+def write_wep(ctx: Context, wep: WorkloadEndpoint) -> None:
     try:
-        if parallel:
-            written = rt.submit(write_wep)
-            try:
-                dp.finish_pod(pending, [ipaddress.IPv4Interface(f"{a.ip}/32") for a in addrs])
-            finally:
-                written.result()
-        else:
-            dp.finish_pod(pending, [ipaddress.IPv4Interface(f"{a.ip}/32") for a in addrs])
-            write_wep()
-    except BaseException:
-        dp.abort_pod(pending)
-        _undo_wep(ctx, wep, req.container_id)
-        ipam_undo(req, conf, ctx, addrs)
-        raise
-    return _result(req, host_if, pending.container_mac, mtu, addrs).to_json(conf.cni_version)
+        ctx.store.create(wep)
+    except ResourceExists:
+        # A stale endpoint of an earlier attempt (its interface is gone, or we would
+        # have failed above): this attachment replaces it.
+        ctx.store.apply(wep)
 
 
-def _undo_wep(ctx: Context, wep: WorkloadEndpoint, container_id: str) -> None:
+def _undo_wep(ctx: Context, name: str, namespace: str, container_id: str) -> None:
     try:
-        current = ctx.store.get(WorkloadEndpoint, wep.name, wep.namespace)
+        current = ctx.store.get(WorkloadEndpoint, name, namespace)
         if current is not None and current.container_id == container_id:
-            ctx.store.delete(WorkloadEndpoint, wep.name, wep.namespace, resource_version=current.resource_version)
+            ctx.store.delete(WorkloadEndpoint, name, namespace, resource_version=current.resource_version)
     except PycalicoError:
-        log.exception("rolling back endpoint %s failed", wep.name)
+        log.exception("rolling back endpoint %s failed", name)
 
 
 def plugin_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:

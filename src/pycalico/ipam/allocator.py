@@ -15,7 +15,7 @@ import json
 import os
 import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +34,17 @@ TUNNEL_TYPES = {
 }
 
 IPv4or6Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+# Keys to write in the transaction that assigns the addresses it is given.
+ExtraPuts = Callable[[list[IPv4or6Interface]], dict[str, str]]
+
+
+@dataclass
+class _Extras:
+    """``auto_assign``'s extra keys: sent with the transaction that completes the request."""
+
+    make: ExtraPuts
+    wanted: int
+    written: bool = False
 
 
 def handle_id(network: str, container_id: str) -> str:
@@ -253,12 +264,14 @@ class IPAM:
 
     # ---- assignment -------------------------------------------------------------------
     def _assign_in_block(self, cidr: str, num: int, handle: str, attrs: dict[str, str],
-                         require_host: str | None, block_kv: KeyValue | None = None) -> list[IPv4or6Interface]:
+                         require_host: str | None, block_kv: KeyValue | None = None,
+                         extras: _Extras | None = None,
+                         prior: Sequence[IPv4or6Interface] = ()) -> list[IPv4or6Interface]:
         """Assign up to ``num`` addresses from one block; [] when it has none to give.
 
         The block and the handle are written in one transaction (Calico writes the
         handle first and rolls it back on a lost race; one transaction cannot leave
-        a count behind)."""
+        a count behind), with ``extras`` when these addresses complete the request."""
         block_key, handle_key = keys.block_key(cidr), keys.handle_key(handle)
         if block_kv is None:
             block_kv = self.client.get(block_key)
@@ -275,13 +288,23 @@ class IPAM:
             block.bump()
             counts = dict(handle_kv.json().get("block") or {}) if handle_kv else {}
             counts[cidr] = counts.get(cidr, 0) + len(ordinals)
-            ok, current = self.client.commit(
-                {block_key: block_kv.mod_revision, handle_key: handle_kv.mod_revision if handle_kv else 0},
-                {block_key: json.dumps(block.to_json()), handle_key: json.dumps({"block": counts, "deleted": False})},
-            )
+            prefix = block.network.prefixlen
+            addrs = [ipaddress.ip_interface(f"{block.address(o)}/{prefix}") for o in ordinals]
+            puts = {block_key: json.dumps(block.to_json()), handle_key: json.dumps({"block": counts, "deleted": False})}
+            expected = {block_key: block_kv.mod_revision, handle_key: handle_kv.mod_revision if handle_kv else 0}
+            completing = extras if extras is not None and len(prior) + len(addrs) == extras.wanted else None
+            if completing is not None:
+                more = completing.make([*prior, *addrs])
+                puts.update(more)
+                expected.update(dict.fromkeys(more, 0))
+            ok, current = self.client.commit(expected, puts)
             if ok:
-                prefix = block.network.prefixlen
-                return [ipaddress.ip_interface(f"{block.address(o)}/{prefix}") for o in ordinals]
+                if completing is not None:
+                    completing.written = True
+                return addrs
+            taken = next((k for k in expected if k not in (block_key, handle_key) and current.get(k)), None)
+            if taken is not None:
+                raise KeyExists(taken)
             block_kv, handle_kv = current[block_key], current[handle_key]
         raise IPAMError(f"block {cidr}: too many conflicting updates")
 
@@ -333,10 +356,19 @@ class IPAM:
         return True
 
     def auto_assign(self, handle: str, attrs: dict[str, str], host: str, num: int = 1, *,
-                    use: str = "Workload", pools: Sequence[str] | None = None) -> list[IPv4or6Interface]:
+                    use: str = "Workload", pools: Sequence[str] | None = None,
+                    extra_puts: ExtraPuts | None = None) -> list[IPv4or6Interface]:
         """Assign ``num`` IPv4 addresses to ``handle`` for ``host``. Addresses come
         back with the block's mask (``10.244.12.5/26``); callers narrow to /32.
-        Raises PoolExhausted when there is no room, releasing any partial result."""
+        Raises PoolExhausted when there is no room, releasing any partial result.
+
+        ``extra_puts(addresses)`` gives keys to create in the same transaction as the
+        addresses (the CNI plugin's workload endpoint: one etcd write per ADD instead
+        of two). It is called just before each attempt is sent, with the addresses that
+        attempt would assign; a lost race calls it again with others. When one of its
+        keys exists already, nothing is assigned and KeyExists names it. Should the
+        addresses come from several blocks, its keys are written after the last one."""
+        extras = _Extras(extra_puts, num) if extra_puts is not None else None
         with self.host_lock(host):
             config, pools_all, labels, affinities = self._context(host)
             candidates = self._select_pools(pools_all, labels, use, pools)
@@ -349,37 +381,49 @@ class IPAM:
                 return any(net.subnet_of(p) for p in pool_nets if p.version == net.version)  # type: ignore
 
             result: list[IPv4or6Interface] = []
-            affine = sorted((c for c, state in affinities.items() if state == "confirmed" and in_pools(c)),
-                            key=ipaddress.ip_network)
-            # One read for every affine block, then write only to one with room.
-            for cidr, kvs in zip(affine, self.client.read_many([(keys.block_key(c), False) for c in affine]),
-                                 strict=True):
-                if len(result) >= num:
-                    break
-                if not kvs:
-                    self._claim(host, cidr)  # affinity without a block: finish the interrupted claim
-                elif not AllocationBlock.from_json(kvs[0].json()).free:
-                    continue
-                result += self._assign_in_block(cidr, num - len(result), handle, attrs, host,
-                                                kvs[0] if kvs else None)
-            while len(result) < num and config.auto_allocate_blocks:
-                cidr = self._claim_block(host, candidates, config, len(affinities))
-                if cidr is None:
-                    break
-                affinities[cidr] = "confirmed"
-                result += self._assign_in_block(cidr, num - len(result), handle, attrs, host)
-            if len(result) < num and not config.strict_affinity:
-                for block in self.blocks():
+            try:
+                affine = sorted((c for c, state in affinities.items() if state == "confirmed" and in_pools(c)),
+                                key=ipaddress.ip_network)
+                # One read for every affine block, then write only to one with room.
+                for cidr, kvs in zip(affine, self.client.read_many([(keys.block_key(c), False) for c in affine]),
+                                     strict=True):
                     if len(result) >= num:
                         break
-                    if block.free and in_pools(block.cidr):
-                        result += self._assign_in_block(block.cidr, num - len(result), handle, attrs, None)
+                    if not kvs:
+                        self._claim(host, cidr)  # affinity without a block: finish the interrupted claim
+                    elif not kvs[0].json().get("unallocated"):  # full
+                        continue
+                    result += self._assign_in_block(cidr, num - len(result), handle, attrs, host,
+                                                    kvs[0] if kvs else None, extras, result)
+                while len(result) < num and config.auto_allocate_blocks:
+                    cidr = self._claim_block(host, candidates, config, len(affinities))
+                    if cidr is None:
+                        break
+                    affinities[cidr] = "confirmed"
+                    result += self._assign_in_block(cidr, num - len(result), handle, attrs, host, None, extras, result)
+                if len(result) < num and not config.strict_affinity:
+                    for block in self.blocks():
+                        if len(result) >= num:
+                            break
+                        if block.free and in_pools(block.cidr):
+                            result += self._assign_in_block(block.cidr, num - len(result), handle, attrs, None,
+                                                            None, extras, result)
+            except KeyExists:  # an extra key exists: give back what was taken before it
+                if result:
+                    self.release_ips([str(r.ip) for r in result])
+                raise
             if len(result) < num:
                 if result:
                     self.release_ips([str(r.ip) for r in result])
                 reason = "strictAffinity is on: no borrowing from other hosts' blocks" if config.strict_affinity \
                     else "every block is full"
                 raise PoolExhausted([p.name for p in candidates], reason)
+            if extras is not None and not extras.written:
+                more = extras.make(result)
+                ok, current = self.client.commit(dict.fromkeys(more, 0), more)
+                if not ok:
+                    self.release_ips([str(r.ip) for r in result])
+                    raise KeyExists(next((k for k in more if current.get(k)), next(iter(more))))
             return result
 
     def assign_ip(self, ip: str, handle: str, attrs: dict[str, str], host: str) -> None:

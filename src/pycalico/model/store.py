@@ -98,6 +98,16 @@ class ResourceStore:
                                       reason=f"IPPool({pool.name}) CIDR overlaps with IPPool({other.name}) "
                                              f"CIDR {other.cidr}")
 
+    def put_for(self, res: Resource) -> tuple[str, str]:
+        """(key, value) that writes ``res`` as a new object (validated, defaults, a fresh
+        uid and creationTimestamp), for a caller that puts it inside its own transaction."""
+        res = res.copy()
+        self._prepare(res, creating=True)
+        res.metadata.pop("resourceVersion", None)
+        res.metadata.setdefault("uid", str(uuid.uuid4()))
+        res.metadata.setdefault("creationTimestamp", _now())
+        return res.key(), _encode(res)
+
     def create(self, res: R) -> R:
         if res.resource_version:
             raise ValidationError("metadata.resourceVersion", res.resource_version, "empty on create")
