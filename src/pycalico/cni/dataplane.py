@@ -15,8 +15,6 @@ import ctypes
 import errno
 import ipaddress
 import os
-import socket
-import struct
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,31 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import (
-    RTM_DELLINK,
-    RTM_GETLINK,
-    RTM_NEWADDR,
-    RTM_NEWLINK,
-    RTM_NEWROUTE,
-)
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from pycalico.cni import names
+from pycalico.cni.rtnl import RT_SCOPE_LINK, Rtnl
 
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 GATEWAY = "169.254.1.1"
 CLONE_NEWNET = 0x40000000
-RT_SCOPE_LINK = 253
-# Routes as Felix and iproute2 make them (RTPROT_BOOT), not pyroute2's default "static".
-RTPROT_BOOT = 3
-RT_TABLE_MAIN = 254
-RTN_UNICAST = 1
-IFF_UP = 1
-NETLINK_ROUTE = 0
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -97,119 +78,6 @@ def write_sysctl(path: str, value: str) -> None:
     """Write /proc/sys/<path> in the calling thread's netns."""
     with open("/proc/sys/" + path, "w") as f:
         f.write(value)
-
-
-class Rtnl:
-    """A plain rtnetlink socket using pyroute2's message classes for the hot-path
-    requests (link get/up, address, route). pyroute2's IPRoute costs ~0.15 ms of
-    asyncio machinery per call; this costs ~0.04 ms. Created in the calling thread's
-    netns; one per thread."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-        self.sock.bind((0, 0))
-        self.seq = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _request(self, msg: Any, msg_type: int, flags: int) -> list[bytes]:
-        self.seq += 1
-        seq = self.seq
-        msg["header"]["type"] = msg_type
-        msg["header"]["flags"] = flags
-        msg["header"]["sequence_number"] = seq
-        msg.encode()
-        self.sock.send(msg.data)
-        replies: list[bytes] = []
-        while True:
-            data = self.sock.recv(65536)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, rtype, _, rseq, _ = struct.unpack_from("=IHHII", data, offset)
-                if length < 16:
-                    return replies
-                chunk = data[offset:offset + length]
-                offset += (length + 3) & ~3
-                if rseq != seq:
-                    continue
-                if rtype == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", chunk, 16)[0]
-                    if code:
-                        raise NetlinkError(code, os.strerror(code))
-                    return replies
-                if rtype == NLMSG_DONE:
-                    return replies
-                replies.append(chunk)
-                if not flags & NLM_F_ACK:
-                    return replies
-
-    def veth_add(self, ifname: str, mac: str, peer: str, peer_netns_fd: int, peer_mac: str, mtu: int) -> None:
-        """One RTM_NEWLINK: ``ifname`` here, up; ``peer`` created directly in the netns."""
-        msg = ifinfmsg()
-        msg["family"] = socket.AF_UNSPEC
-        msg["flags"] = IFF_UP
-        msg["change"] = IFF_UP
-        peer_attrs = [("IFLA_IFNAME", peer), ("IFLA_NET_NS_FD", peer_netns_fd), ("IFLA_MTU", mtu),
-                      ("IFLA_ADDRESS", peer_mac)]
-        msg["attrs"] = [
-            ("IFLA_IFNAME", ifname), ("IFLA_ADDRESS", mac), ("IFLA_MTU", mtu),
-            ("IFLA_LINKINFO", {"attrs": [
-                ("IFLA_INFO_KIND", "veth"),
-                ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]}),
-            ]}),
-        ]
-        self._request(msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
-
-    def link_index(self, ifname: str) -> int | None:
-        msg = ifinfmsg()
-        msg["family"] = socket.AF_UNSPEC
-        msg["attrs"] = [("IFLA_IFNAME", ifname)]
-        try:
-            replies = self._request(msg, RTM_GETLINK, NLM_F_REQUEST)
-        except NetlinkError as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT):
-                return None
-            raise
-        return struct.unpack_from("=i", replies[0], 20)[0] if replies else None
-
-    def link_up(self, index: int) -> None:
-        msg = ifinfmsg()
-        msg["family"] = socket.AF_UNSPEC
-        msg["index"] = index
-        msg["flags"] = IFF_UP
-        msg["change"] = IFF_UP
-        self._request(msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
-
-    def link_del(self, index: int) -> None:
-        msg = ifinfmsg()
-        msg["family"] = socket.AF_UNSPEC
-        msg["index"] = index
-        self._request(msg, RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK)
-
-    def addr_add(self, index: int, address: str, prefixlen: int) -> None:
-        msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET
-        msg["prefixlen"] = prefixlen
-        msg["index"] = index
-        msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
-        self._request(msg, RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
-
-    def route_add(self, dst: str, dst_len: int, oif: int, *, gateway: str = "", scope: int = 0) -> None:
-        msg = rtmsg()
-        msg["family"] = socket.AF_INET
-        msg["dst_len"] = dst_len
-        msg["table"] = RT_TABLE_MAIN
-        msg["proto"] = RTPROT_BOOT
-        msg["scope"] = scope
-        msg["type"] = RTN_UNICAST
-        attrs: list[tuple[str, Any]] = [("RTA_TABLE", RT_TABLE_MAIN), ("RTA_OIF", oif)]
-        if dst_len:
-            attrs.append(("RTA_DST", dst))
-        if gateway:
-            attrs.append(("RTA_GATEWAY", gateway))
-        msg["attrs"] = attrs
-        self._request(msg, RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
 
 
 @dataclass
