@@ -8,7 +8,6 @@ survive a read-modify-write untouched.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import re
 from typing import Any, ClassVar
@@ -64,6 +63,16 @@ def _check_ip(field: str, value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6A
         raise ValidationError(field, value, "an IPv4 or IPv6 address") from None
 
 
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars): what copy.deepcopy does for
+    it at a fifth of the cost (no memo; resources are copied on every CNI ADD)."""
+    if isinstance(value, dict):
+        return {k: json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_copy(v) for v in value]
+    return value
+
+
 class Resource:
     KIND: ClassVar[str] = ""
     PLURAL: ClassVar[str] = ""
@@ -87,14 +96,14 @@ class Resource:
         kind = data.get("kind", cls.KIND)
         if kind != cls.KIND:
             raise ValidationError("kind", kind, cls.KIND)
-        extra = {k: copy.deepcopy(v) for k, v in data.items() if k not in ("kind", "apiVersion", "metadata", "spec")}
-        return cls(metadata=copy.deepcopy(data.get("metadata") or {}),
-                   spec=copy.deepcopy(data.get("spec") or {}), **extra)
+        extra = {k: json_copy(v) for k, v in data.items() if k not in ("kind", "apiVersion", "metadata", "spec")}
+        return cls(metadata=json_copy(data.get("metadata") or {}),
+                   spec=json_copy(data.get("spec") or {}), **extra)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.KIND, "apiVersion": API_VERSION,
-                               "metadata": copy.deepcopy(self.metadata), "spec": copy.deepcopy(self.spec)}
-        out.update(copy.deepcopy(self.extra))
+                               "metadata": json_copy(self.metadata), "spec": json_copy(self.spec)}
+        out.update(json_copy(self.extra))
         return out
 
     def copy(self) -> Resource:
