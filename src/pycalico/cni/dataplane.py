@@ -206,16 +206,25 @@ class Dataplane:
         """Addresses and routes on both sides. The caller aborts on failure."""
         try:
             self.address_pod(pending, addresses)
+            self.route_to_pod(pending, addresses)
         finally:
             pending.release()
 
     def address_pod(self, pending: PendingPod, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
-        """finish_pod without letting go of the pod: the caller may still abort it (and
-        rebuild it with other addresses), and must release it."""
+        """The pod's side only (its netns: nobody else's): addresses, the 169.254.1.1
+        link route, the default route. The caller may still abort the pod (and rebuild
+        it with other addresses), and must release it."""
         assert pending.pod is not None
         try:
             with in_netns(pending.nsfd):
                 self._configure_pod(pending.pod, pending.ifname, addresses)
+        except NetlinkError as exc:
+            raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
+
+    def route_to_pod(self, pending: PendingPod, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
+        """The host's /32 routes to the pod: shared with every other pod on the host, so
+        only for addresses IPAM has committed to this one."""
+        try:
             for addr in addresses:
                 self._host_route(pending.host_index, pending.host_ifname, addr.ip)
         except NetlinkError as exc:

@@ -492,7 +492,8 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
 
     if rt.split_work():
         # The datastore on a helper thread while this one builds the veth, then addresses
-        # the pod with what IPAM is committing; a lost race means a rebuild.
+        # the pod's side with what IPAM is committing (a lost race means a rebuild); the
+        # host's route only once the address is ours: another pod may hold a guess.
         future = rt.submit(datastore_part)
         try:
             pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac)
@@ -520,9 +521,12 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
             if guess is None:  # nothing offered in advance (delegated IPAM, existing endpoint)
                 dp.address_pod(pending, addrs)
             elif addrs != guess:  # IPAM lost a race and took other addresses
+                log.info("ADD %s: IPAM took %s, not %s; rebuilding the veth", req.container_id,
+                         [str(a.ip) for a in addrs], [str(a.ip) for a in guess])
                 dp.abort_pod(pending)
                 pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac)
                 dp.address_pod(pending, addrs)
+            dp.route_to_pod(pending, addrs)
             endpoint.ensure(addrs)
             pending.release()
         except BaseException:
@@ -539,6 +543,7 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
             raise
         try:
             dp.address_pod(pending, addrs)
+            dp.route_to_pod(pending, addrs)
             endpoint.ensure(addrs)
             pending.release()
         except BaseException:
