@@ -135,3 +135,14 @@ def test_installed_launcher_is_compiled_and_rewritten_only_on_change(tmp_path) -
     other.chmod(0o755)
     code, out, err = _run_installed(other, {"PYCALICO_CNI_NO_FAST_PATH": "1"})
     assert (code, err) == (0, b"") and b'"supportedVersions"' in out
+
+
+def test_add_and_del_do_not_import_pyroute2() -> None:
+    """pyroute2 costs ~120 ms to import: the in-process fallback's ADD and DEL must not pay it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pycalico.cni.plugin, pycalico.cni.dataplane as d; d.Dataplane().close(); "
+            "print(sorted(m for m in sys.modules if m.startswith('pyroute2')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

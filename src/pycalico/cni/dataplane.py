@@ -1,12 +1,14 @@
-"""The per-pod dataplane, exactly Calico's (calico-internals §3.3 step 5), with pyroute2.
+"""The per-pod dataplane, exactly Calico's (calico-internals §3.3 step 5).
 
 Host netns: veth ``cali…`` with MAC ee:ee:ee:ee:ee:ee, proxy_arp=1, proxy_delay=0,
 forwarding=1, route_localnet=1, accept_ra=0, a /32 route per pod address.
 Pod netns: ``CNI_IFNAME`` with the /32, ``169.254.1.1 dev eth0 scope link``,
 ``default via 169.254.1.1``, ip_forward=0. No static ARP: proxy ARP answers.
 
-One :class:`Dataplane` per thread (pyroute2 sockets are thread-affine). Work in the
-pod netns is done on a netlink socket opened after a per-thread ``setns`` — no fork.
+One :class:`Dataplane` per thread (netlink sockets are thread-affine). ADD and DEL use
+``pycalico.cni.rtnl`` (messages packed by hand); dumps (CHECK) use pyroute2, imported
+on first use. Work in the pod netns is done on a netlink socket opened after a
+per-thread ``setns`` — no fork.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ import ctypes
 import errno
 import ipaddress
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, Any
 
 from pycalico.cni import names
-from pycalico.cni.rtnl import RT_SCOPE_LINK, Rtnl
+from pycalico.cni.rtnl import RT_SCOPE_LINK, NetlinkError, Rtnl
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 GATEWAY = "169.254.1.1"
@@ -74,6 +77,19 @@ def in_netns(fd: int) -> Iterator[None]:
         os.close(home)
 
 
+def netlink_errors() -> tuple[type[Exception], ...]:
+    """What a failed netlink request raises: our Rtnl's error, and pyroute2's once it is
+    loaded (IPRoute, for dumps). pyroute2 is imported only when a dump needs it."""
+    loaded = sys.modules.get("pyroute2.netlink.exceptions")
+    return (NetlinkError, loaded.NetlinkError) if loaded is not None else (NetlinkError,)
+
+
+def _iproute() -> IPRoute:
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
 def write_sysctl(path: str, value: str) -> None:
     """Write /proc/sys/<path> in the calling thread's netns."""
     with open("/proc/sys/" + path, "w") as f:
@@ -114,7 +130,7 @@ class Dataplane:
     def ipr(self) -> IPRoute:
         """pyroute2's full API, for dumps (CHECK) and rare paths; made on first use."""
         if self._ipr is None:
-            self._ipr = IPRoute()
+            self._ipr = _iproute()
         return self._ipr
 
     def close(self) -> None:
@@ -133,7 +149,7 @@ class Dataplane:
         """One RTM_GETLINK by name (no dump)."""
         try:
             links = list(ipr.link("get", ifname=ifname))
-        except NetlinkError as exc:
+        except netlink_errors() as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT):
                 return None
             raise
@@ -150,7 +166,7 @@ class Dataplane:
         try:
             rtnl.link_del(index)
             return True
-        except NetlinkError as exc:
+        except netlink_errors() as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT):
                 return False
             raise
@@ -158,7 +174,7 @@ class Dataplane:
     @contextmanager
     def _pod_ipr(self, nsfd: int) -> Iterator[IPRoute]:
         with in_netns(nsfd):
-            ipr = IPRoute()
+            ipr = _iproute()
         try:
             yield ipr
         finally:
@@ -180,7 +196,7 @@ class Dataplane:
             pending.pod = pod
             try:
                 self._create_veth(host_ifname, ifname, nsfd, pending.container_mac, mtu)
-            except NetlinkError as exc:
+            except netlink_errors() as exc:
                 if exc.code != errno.EEXIST:
                     raise
                 if pod.link_index(ifname) is not None:
@@ -195,7 +211,7 @@ class Dataplane:
             pending.host_index = host_idx
             self._host_sysctls(host_ifname)
             return pending
-        except NetlinkError as exc:
+        except netlink_errors() as exc:
             self.abort_pod(pending)
             raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
         except BaseException:
@@ -218,7 +234,7 @@ class Dataplane:
         try:
             with in_netns(pending.nsfd):
                 self._configure_pod(pending.pod, pending.ifname, addresses)
-        except NetlinkError as exc:
+        except netlink_errors() as exc:
             raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
 
     def route_to_pod(self, pending: PendingPod, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
@@ -227,7 +243,7 @@ class Dataplane:
         try:
             for addr in addresses:
                 self._host_route(pending.host_index, pending.host_ifname, addr.ip)
-        except NetlinkError as exc:
+        except netlink_errors() as exc:
             raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
 
     def abort_pod(self, pending: PendingPod) -> None:
@@ -270,7 +286,7 @@ class Dataplane:
     def _host_route(self, host_idx: int, host_ifname: str, ip: ipaddress.IPv4Address) -> None:
         try:
             self.rtnl.route_add(str(ip), 32, host_idx, scope=RT_SCOPE_LINK)
-        except NetlinkError as exc:
+        except netlink_errors() as exc:
             if exc.code != errno.EEXIST:
                 raise
             routes = list(self.ipr.route("get", dst=str(ip)))

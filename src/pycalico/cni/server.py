@@ -7,8 +7,8 @@ The agent calls::
     ...
     server.stop()
 
-It keeps the etcd connections, the netlink sockets (one per worker thread) and
-pyroute2 imported, so an ADD costs the launcher's start plus the real work.
+It keeps the etcd connections, the netlink sockets (one per worker thread) and the
+plugin's modules imported, so an ADD costs the launcher's start plus the real work.
 ``python -m pycalico.cni.server --socket PATH`` runs one standalone (tests, bench).
 """
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-file", default="", help="touch this file once listening")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    # The dataplane module (pyroute2) is imported now, not on the first request.
+    # The dataplane module is imported now, not on the first request.
     import pycalico.cni.dataplane  # noqa: F401
 
     server = start_server(args.socket, workers=args.workers)
