@@ -56,7 +56,7 @@ def test_server_and_in_process_callers_never_share_an_address(cni: CniEnv) -> No
             cni.remove_pod(name)
 
 
-def test_a_lost_race_rebuilds_the_pod_with_the_address_ipam_kept(cni: CniEnv) -> None:
+def test_a_lost_race_readdresses_the_pod_with_the_address_ipam_kept(cni: CniEnv) -> None:
     """The server addresses the pod with what IPAM is committing while it commits. When
     that commit loses (its remembered block was stale), the pod ends up with the address
     IPAM kept and nothing of the first try. etcd is paused (SIGSTOP) during the ADD so
@@ -96,7 +96,7 @@ def test_a_lost_race_rebuilds_the_pod_with_the_address_ipam_kept(cni: CniEnv) ->
         ip = out.json["ips"][0]["address"].split("/")[0]
         assert ip != str(outside.ip)
         log = (cni.base / "cni.log").read_text()
-        assert f"ADD {pod[2]}: IPAM took ['{ip}'], not ['{outside.ip}']; rebuilding the veth" in log
+        assert f"ADD {pod[2]}: IPAM took ['{ip}'], not ['{outside.ip}']; readdressing the pod" in log
         addrs = pod_addresses()
         assert f" {ip}/32 " in addrs and f" {outside.ip}/" not in addrs
         assert host_route_to(ip).startswith(f"{ip} dev cali") and not host_route_to(str(outside.ip))

@@ -61,9 +61,12 @@ def test_address_and_route_requests_decode_to_the_intended_fields() -> None:
     cap.addr_add(5, "10.1.2.3", 32)
     cap.route_add("169.254.1.1", 32, 5, scope=rtnl.RT_SCOPE_LINK)
     cap.route_add("0.0.0.0", 0, 5, gateway="169.254.1.1")
-    addr = decode(ifaddrmsg, *cap.sent[0])
-    assert (addr["family"], addr["prefixlen"], addr["index"]) == (2, 32, 5)
-    assert addr.get_attr("IFA_LOCAL") == "10.1.2.3" and addr.get_attr("IFA_ADDRESS") == "10.1.2.3"
+    cap.addr_del(5, "10.1.2.3", 32)
+    for sent in (cap.sent[0], cap.sent[3]):
+        addr = decode(ifaddrmsg, *sent)
+        assert (addr["family"], addr["prefixlen"], addr["index"]) == (2, 32, 5)
+        assert addr.get_attr("IFA_LOCAL") == "10.1.2.3" and addr.get_attr("IFA_ADDRESS") == "10.1.2.3"
+    assert (cap.sent[0][0], cap.sent[3][0]) == (rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR)
     link, default = decode(rtmsg, *cap.sent[1]), decode(rtmsg, *cap.sent[2])
     for route in (link, default):
         assert (route["family"], route["table"], route["proto"], route["type"]) == (2, 254, rtnl.RTPROT_BOOT, 1)
@@ -100,6 +103,8 @@ def test_a_real_veth_made_with_them() -> None:
             index = pod.link_index("eth0")
             assert index is not None and conn.link_index(host) is not None
             pod.link_up(index)
+            pod.addr_add(index, "10.99.0.6", 32)
+            pod.addr_del(index, "10.99.0.6", 32)
             pod.addr_add(index, "10.99.0.7", 32)
             pod.route_add("169.254.1.1", 32, index, scope=rtnl.RT_SCOPE_LINK)
             pod.route_add("0.0.0.0", 0, index, gateway="169.254.1.1")
@@ -108,6 +113,9 @@ def test_a_real_veth_made_with_them() -> None:
         show = subprocess.run(["ip", "-n", ns, "-o", "link", "show", "eth0"], capture_output=True, text=True,
                               check=True).stdout
         assert "<BROADCAST,MULTICAST,UP,LOWER_UP>" in show and "mtu 1400" in show and "02:aa:bb:cc:dd:ee" in show
+        addrs = subprocess.run(["ip", "-n", ns, "-o", "-4", "addr", "show", "dev", "eth0"], capture_output=True,
+                               text=True, check=True).stdout
+        assert " 10.99.0.7/32 " in addrs and "10.99.0.6" not in addrs
         routes = subprocess.run(["ip", "-d", "-n", ns, "route"], capture_output=True, text=True, check=True).stdout
         assert "unicast default via 169.254.1.1 dev eth0 proto boot scope global" in routes
         assert "unicast 169.254.1.1 dev eth0 proto boot scope link" in routes

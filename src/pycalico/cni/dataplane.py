@@ -109,6 +109,7 @@ class PendingPod:
     pod: Rtnl | None = None
     created: bool = False
     host_index: int = 0
+    pod_index: int = 0
 
     def release(self) -> None:
         if self.pod is not None:
@@ -228,12 +229,27 @@ class Dataplane:
 
     def address_pod(self, pending: PendingPod, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
         """The pod's side only (its netns: nobody else's): addresses, the 169.254.1.1
-        link route, the default route. The caller may still abort the pod (and rebuild
+        link route, the default route. The caller may still abort the pod (or readdress
         it with other addresses), and must release it."""
         assert pending.pod is not None
         try:
             with in_netns(pending.nsfd):
-                self._configure_pod(pending.pod, pending.ifname, addresses)
+                pending.pod_index = self._configure_pod(pending.pod, pending.ifname, addresses)
+        except netlink_errors() as exc:
+            raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
+
+    def readdress_pod(self, pending: PendingPod, old: Sequence[ipaddress.IPv4Interface],
+                      new: Sequence[ipaddress.IPv4Interface]) -> None:
+        """After address_pod: swap the pod's addresses. New ones first: with no IPv4
+        address left the kernel would drop the interface's routes."""
+        assert pending.pod is not None and pending.pod_index
+        try:
+            for addr in new:
+                if addr not in old:
+                    pending.pod.addr_add(pending.pod_index, str(addr.ip), 32)
+            for addr in old:
+                if addr not in new:
+                    pending.pod.addr_del(pending.pod_index, str(addr.ip), 32)
         except netlink_errors() as exc:
             raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
 
@@ -269,7 +285,7 @@ class Dataplane:
         except OSError:
             pass  # IPv6 disabled on this host
 
-    def _configure_pod(self, pod: Rtnl, ifname: str, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
+    def _configure_pod(self, pod: Rtnl, ifname: str, addresses: Sequence[ipaddress.IPv4Interface]) -> int:
         idx = pod.link_index(ifname)
         if idx is None:
             raise DataplaneError(f"container interface {ifname} missing after creation")
@@ -282,6 +298,7 @@ class Dataplane:
             write_sysctl("net/ipv4/ip_forward", "0")
         except OSError:
             pass
+        return idx
 
     def _host_route(self, host_idx: int, host_ifname: str, ip: ipaddress.IPv4Address) -> None:
         try:

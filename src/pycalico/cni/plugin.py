@@ -492,7 +492,7 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
 
     if rt.split_work():
         # The datastore on a helper thread while this one builds the veth, then addresses
-        # the pod's side with what IPAM is committing (a lost race means a rebuild); the
+        # the pod's side with what IPAM is committing (a lost race means swapping it); the
         # host's route only once the address is ours: another pod may hold a guess.
         future = rt.submit(datastore_part)
         try:
@@ -521,11 +521,9 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
             if guess is None:  # nothing offered in advance (delegated IPAM, existing endpoint)
                 dp.address_pod(pending, addrs)
             elif addrs != guess:  # IPAM lost a race and took other addresses
-                log.info("ADD %s: IPAM took %s, not %s; rebuilding the veth", req.container_id,
+                log.info("ADD %s: IPAM took %s, not %s; readdressing the pod", req.container_id,
                          [str(a.ip) for a in addrs], [str(a.ip) for a in guess])
-                dp.abort_pod(pending)
-                pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac)
-                dp.address_pod(pending, addrs)
+                dp.readdress_pod(pending, guess, addrs)
             dp.route_to_pod(pending, addrs)
             endpoint.ensure(addrs)
             pending.release()

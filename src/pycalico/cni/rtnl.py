@@ -23,7 +23,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_NEWROUTE = 20, 24
+RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE = 20, 21, 24
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
@@ -159,6 +159,11 @@ class Rtnl:
         body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index) + \
             ipv4(IFA_LOCAL, address) + ipv4(IFA_ADDRESS, address)
         self.request(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+
+    def addr_del(self, index: int, address: str, prefixlen: int) -> None:
+        body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index) + \
+            ipv4(IFA_LOCAL, address) + ipv4(IFA_ADDRESS, address)
+        self.request(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, body)
 
     def route_add(self, dst: str, dst_len: int, oif: int, *, gateway: str = "", scope: int = RT_SCOPE_UNIVERSE) -> None:
         body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, scope, RTN_UNICAST, 0) + \
