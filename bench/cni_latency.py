@@ -198,7 +198,7 @@ def run(env: CniEnv) -> None:
     phases = [fast] if os.environ.get("CNI_BENCH_SKIP_INPROC") else [fast, inproc]
     stats: dict[str, tuple[float, ...]] = {}
     refs: dict[str, tuple[float, ...]] = {}
-    print(f"{'plugin':28} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9} {'8x100 ADD wall':>15}")
+    print(f"{'plugin':34} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9} {'8x100 ADD wall':>15}")
     for ours in phases:
         seq = sequential([ref, ours], env)
         conc = concurrent([ref, ours], env)
