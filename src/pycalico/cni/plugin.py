@@ -463,7 +463,7 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
 
     def endpoint_put(assigned: list[Any]) -> dict[str, str]:
         """The endpoint, created in IPAM's transaction (one etcd write per ADD)."""
-        addrs = _host_routes(assigned)
+        addrs = _pod_addresses(assigned)
         key, value = ctx.store.put_for(endpoint.build(addrs))
         offer.offer(addrs)
         return {key: value}
@@ -473,7 +473,7 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
         if check_ready:
             ensure_ready(ctx, node, rt, conf)
         if conf.ipam.type != OWN_IPAM:
-            return _host_routes(ipam_assign(req, conf, ctx, node, w))
+            return _pod_addresses(ipam_assign(req, conf, ctx, node, w))
         handle, attrs = names.handle_id(conf.name, req.container_id), ipam_attrs(node, w)
         pools = conf.ipam.ipv4_pools or None
         try:
@@ -483,12 +483,31 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
             # An endpoint of this name exists (an earlier attempt, or this attachment's
             # first ADD): replace it only once the veth is known to be ours.
             got = ctx.ipam.auto_assign(handle, attrs, node, 1, pools=pools)
-        return _host_routes(got)
+        return _pod_addresses(got)
 
     def undo_datastore(addrs: list[ipaddress.IPv4Interface]) -> None:
         if endpoint.written:
             _undo_wep(ctx, endpoint.name, w.namespace, req.container_id)
         ipam_undo(req, conf, ctx, addrs)
+
+    def complete(pending: Any, addrs: list[ipaddress.IPv4Interface],
+                 guess: list[ipaddress.IPv4Interface] | None) -> None:
+        """The pod's addresses (unless ``guess`` put them there), the host's routes and
+        the endpoint, now that IPAM has committed ``addrs``; all undone on failure."""
+        try:
+            if guess is None:
+                dp.address_pod(pending, addrs)
+            elif addrs != guess:  # IPAM lost a race and took other addresses
+                log.info("ADD %s: IPAM took %s, not %s; readdressing the pod", req.container_id,
+                         [str(a.ip) for a in addrs], [str(a.ip) for a in guess])
+                dp.readdress_pod(pending, guess, addrs)
+            dp.route_to_pod(pending, addrs)
+            endpoint.ensure(addrs)
+            pending.release()
+        except BaseException:
+            dp.abort_pod(pending)
+            undo_datastore(addrs)
+            raise
 
     if rt.split_work():
         # The datastore on a helper thread while this one builds the veth, then addresses
@@ -517,20 +536,7 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
             if done is not None:
                 undo_datastore(done)
             raise
-        try:
-            if guess is None:  # nothing offered in advance (delegated IPAM, existing endpoint)
-                dp.address_pod(pending, addrs)
-            elif addrs != guess:  # IPAM lost a race and took other addresses
-                log.info("ADD %s: IPAM took %s, not %s; readdressing the pod", req.container_id,
-                         [str(a.ip) for a in addrs], [str(a.ip) for a in guess])
-                dp.readdress_pod(pending, guess, addrs)
-            dp.route_to_pod(pending, addrs)
-            endpoint.ensure(addrs)
-            pending.release()
-        except BaseException:
-            dp.abort_pod(pending)
-            undo_datastore(addrs)
-            raise
+        complete(pending, addrs, guess)
     else:
         ensure_ready(ctx, node, rt, conf)
         pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac)
@@ -539,19 +545,11 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
         except BaseException:
             dp.abort_pod(pending)
             raise
-        try:
-            dp.address_pod(pending, addrs)
-            dp.route_to_pod(pending, addrs)
-            endpoint.ensure(addrs)
-            pending.release()
-        except BaseException:
-            dp.abort_pod(pending)
-            undo_datastore(addrs)
-            raise
+        complete(pending, addrs, None)
     return _result(req, host_if, mac, mtu, addrs).to_json(conf.cni_version)
 
 
-def _host_routes(assigned: Sequence[Any]) -> list[ipaddress.IPv4Interface]:
+def _pod_addresses(assigned: Sequence[Any]) -> list[ipaddress.IPv4Interface]:
     """IPAM's block-masked IPv4 addresses as the pod's /32s."""
     return [ipaddress.IPv4Interface(f"{a.ip}/32") for a in assigned if a.version == 4]
 
