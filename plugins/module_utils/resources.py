@@ -165,24 +165,33 @@ PEER_FIELDS = {
 }
 
 
-def ensure_peer(store, name, spec, state="present", check_mode=False):
-    """A peer's spec is exactly the options given (fields not given are removed)."""
-    current = store.get(BGPPeer, name)
+def _ensure(store, cls, name, state, check_mode, desired_from):
+    """Delete for state=absent; else write ``desired_from(current)`` unless it is what is
+    stored. Shared by the resources whose whole state is their spec."""
+    current = store.get(cls, name)
     if state == "absent":
         if current is None:
             return Result(False)
         if not check_mode:
-            store.delete(BGPPeer, name)
+            store.delete(cls, name)
         return Result(True, current, None)
-    if current is None:
-        desired = BGPPeer(name, dict(spec))
-    else:
-        desired = current.copy()
-        desired.spec = dict(spec)
+    desired = desired_from(current)
     prepare(store, desired, creating=current is None)
     if current is not None and same(desired, current):
         return Result(False, current, current)
     return Result(True, current, write(store, current, desired, check_mode))
+
+
+def ensure_peer(store, name, spec, state="present", check_mode=False):
+    """A peer's spec is exactly the options given (fields not given are removed)."""
+    def desired_from(current):
+        if current is None:
+            return BGPPeer(name, dict(spec))
+        desired = current.copy()
+        desired.spec = dict(spec)
+        return desired
+
+    return _ensure(store, BGPPeer, name, state, check_mode, desired_from)
 
 
 # ---- BGPConfiguration ----------------------------------------------------------------------------
@@ -200,19 +209,12 @@ BGP_CONFIG_FIELDS = {
 
 def ensure_bgp_configuration(store, name, spec, state="present", check_mode=False):
     """Fields given are set; fields not given are kept."""
-    current = store.get(BGPConfiguration, name)
-    if state == "absent":
-        if current is None:
-            return Result(False)
-        if not check_mode:
-            store.delete(BGPConfiguration, name)
-        return Result(True, current, None)
-    desired = BGPConfiguration(name, {}) if current is None else current.copy()
-    desired.spec.update(spec)
-    prepare(store, desired, creating=current is None)
-    if current is not None and same(desired, current):
-        return Result(False, current, current)
-    return Result(True, current, write(store, current, desired, check_mode))
+    def desired_from(current):
+        desired = BGPConfiguration(name, {}) if current is None else current.copy()
+        desired.spec.update(spec)
+        return desired
+
+    return _ensure(store, BGPConfiguration, name, state, check_mode, desired_from)
 
 
 # ---- Node ----------------------------------------------------------------------------------------

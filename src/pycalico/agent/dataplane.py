@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,15 @@ def _json(argv: list[str]) -> list[dict[str, Any]]:
     except json.JSONDecodeError:
         return []
     return data if isinstance(data, list) else []
+
+
+def _diff_lines(have: Mapping[str, Any], want: Mapping[str, Any], replace: Callable[[str, Any], str],
+                delete: Callable[[str, Any], str]) -> list[str]:
+    """Batch lines that turn ``have`` into ``want`` (key → value): replace what differs,
+    delete what is no longer wanted."""
+    lines = [replace(key, value) for key, value in want.items() if have.get(key) != value]
+    lines += [delete(key, have[key]) for key in have.keys() - want.keys()]
+    return lines
 
 
 def route_from_kernel(entry: dict[str, Any]) -> Route:
@@ -167,12 +177,9 @@ class Dataplane:
             have_n = {e["dst"]: str(e.get("lladdr", "")).lower()
                       for e in _json(["ip", "-j", "-4", "neigh", "show", "dev", VXLAN_DEVICE])
                       if "PERMANENT" in (e.get("state") or [])}
-        lines = []
-        for ip, mac in desired.vxlan_neighbours.items():
-            if have_n.get(ip) != mac:
-                lines.append(f"neigh replace {ip} lladdr {mac} dev {VXLAN_DEVICE} nud permanent")
-        for ip in have_n.keys() - desired.vxlan_neighbours.keys():
-            lines.append(f"neigh del {ip} dev {VXLAN_DEVICE}")
+        lines = _diff_lines(have_n, desired.vxlan_neighbours,
+                            lambda ip, mac: f"neigh replace {ip} lladdr {mac} dev {VXLAN_DEVICE} nud permanent",
+                            lambda ip, _: f"neigh del {ip} dev {VXLAN_DEVICE}")
         if lines:
             self._batch("ip", lines, stats)
             stats.neigh_changed += len(lines)
@@ -182,12 +189,9 @@ class Dataplane:
             fdb = _json(["bridge", "-j", "fdb", "show", "dev", VXLAN_DEVICE])
             have_f = {str(e["mac"]).lower(): e.get("dst") for e in fdb
                       if e.get("state") == "permanent" and e.get("dst") and e.get("mac") != "00:00:00:00:00:00"}
-        lines = []
-        for mac, dst in desired.vxlan_fdb.items():
-            if have_f.get(mac) != dst:
-                lines.append(f"fdb replace {mac} dev {VXLAN_DEVICE} dst {dst} self permanent")
-        for mac in have_f.keys() - desired.vxlan_fdb.keys():
-            lines.append(f"fdb del {mac} dev {VXLAN_DEVICE} dst {have_f[mac]} self")
+        lines = _diff_lines(have_f, desired.vxlan_fdb,
+                            lambda mac, dst: f"fdb replace {mac} dev {VXLAN_DEVICE} dst {dst} self permanent",
+                            lambda mac, dst: f"fdb del {mac} dev {VXLAN_DEVICE} dst {dst} self")
         if lines:
             self._batch("bridge", lines, stats)
             stats.fdb_changed += len(lines)
