@@ -84,6 +84,20 @@ def netlink_errors() -> tuple[type[Exception], ...]:
     return (NetlinkError, loaded.NetlinkError) if loaded is not None else (NetlinkError,)
 
 
+def _dataplane_error(exc: Exception) -> DataplaneError:
+    code = getattr(exc, "code", 0)
+    return DataplaneError(f"netlink: {os.strerror(code) if code else exc}")
+
+
+@contextmanager
+def _as_dataplane_error() -> Iterator[None]:
+    """A failed netlink request surfaces as DataplaneError (CNI code 105)."""
+    try:
+        yield
+    except netlink_errors() as exc:
+        raise _dataplane_error(exc) from None
+
+
 def _iproute() -> IPRoute:
     from pyroute2 import IPRoute
 
@@ -214,7 +228,7 @@ class Dataplane:
             return pending
         except netlink_errors() as exc:
             self.abort_pod(pending)
-            raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
+            raise _dataplane_error(exc) from None
         except BaseException:
             self.abort_pod(pending)
             raise
@@ -232,35 +246,29 @@ class Dataplane:
         link route, the default route. The caller may still abort the pod (or readdress
         it with other addresses), and must release it."""
         assert pending.pod is not None
-        try:
+        with _as_dataplane_error():
             with in_netns(pending.nsfd):
                 pending.pod_index = self._configure_pod(pending.pod, pending.ifname, addresses)
-        except netlink_errors() as exc:
-            raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
 
     def readdress_pod(self, pending: PendingPod, old: Sequence[ipaddress.IPv4Interface],
                       new: Sequence[ipaddress.IPv4Interface]) -> None:
         """After address_pod: swap the pod's addresses. New ones first: with no IPv4
         address left the kernel would drop the interface's routes."""
         assert pending.pod is not None and pending.pod_index
-        try:
+        with _as_dataplane_error():
             for addr in new:
                 if addr not in old:
                     pending.pod.addr_add(pending.pod_index, str(addr.ip), 32)
             for addr in old:
                 if addr not in new:
                     pending.pod.addr_del(pending.pod_index, str(addr.ip), 32)
-        except netlink_errors() as exc:
-            raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
 
     def route_to_pod(self, pending: PendingPod, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
         """The host's /32 routes to the pod: shared with every other pod on the host, so
         only for addresses IPAM has committed to this one."""
-        try:
+        with _as_dataplane_error():
             for addr in addresses:
                 self._host_route(pending.host_index, pending.host_ifname, addr.ip)
-        except netlink_errors() as exc:
-            raise DataplaneError(f"netlink: {os.strerror(exc.code) if exc.code else exc}") from None
 
     def abort_pod(self, pending: PendingPod) -> None:
         """Undo begin_pod: remove the veth pair (and with it every address and route)."""

@@ -98,23 +98,24 @@ class ResourceStore:
                                       reason=f"IPPool({pool.name}) CIDR overlaps with IPPool({other.name}) "
                                              f"CIDR {other.cidr}")
 
-    def put_for(self, res: Resource) -> tuple[str, str]:
-        """(key, value) that writes ``res`` as a new object (validated, defaults, a fresh
-        uid and creationTimestamp), for a caller that puts it inside its own transaction."""
-        res = res.copy()
+    def _as_new(self, res: R) -> R:
+        """A validated copy with defaults, a uid and a creationTimestamp, as created."""
+        res = res.copy()  # type: ignore[assignment]
         self._prepare(res, creating=True)
-        res.metadata.pop("resourceVersion", None)
         res.metadata.setdefault("uid", str(uuid.uuid4()))
         res.metadata.setdefault("creationTimestamp", _now())
+        return res
+
+    def put_for(self, res: Resource) -> tuple[str, str]:
+        """(key, value) that writes ``res`` as a new object, for a caller that puts it
+        inside its own transaction (the stored value never carries a resourceVersion)."""
+        res = self._as_new(res)
         return res.key(), _encode(res)
 
     def create(self, res: R) -> R:
         if res.resource_version:
             raise ValidationError("metadata.resourceVersion", res.resource_version, "empty on create")
-        res = res.copy()  # type: ignore[assignment]
-        self._prepare(res, creating=True)
-        res.metadata.setdefault("uid", str(uuid.uuid4()))
-        res.metadata.setdefault("creationTimestamp", _now())
+        res = self._as_new(res)
         try:
             rev = self.client.create(res.key(), _encode(res))
         except KeyExists:
