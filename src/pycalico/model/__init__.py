@@ -1,5 +1,15 @@
 """The one data model: Calico v3 resources, their keys, defaults and validation."""
 
+from pycalico.model.policy import (
+    POLICY_KINDS,
+    GlobalNetworkPolicy,
+    GlobalNetworkSet,
+    HostEndpoint,
+    NetworkPolicy,
+    NetworkSet,
+    Profile,
+    Tier,
+)
 from pycalico.model.resources import (
     CLUSTER_NAME_ANNOTATION,
     DEFAULT_AS,
@@ -16,10 +26,14 @@ from pycalico.model.resources import (
     kind_by_name,
     wep_name,
 )
+from pycalico.model.resources import register as _register
 from pycalico.model.store import ResourceStore
 
+_register(*POLICY_KINDS)
+
 __all__ = [
-    "CLUSTER_NAME_ANNOTATION", "DEFAULT_AS", "KINDS", "BGPConfiguration", "BGPPeer", "ClusterInformation",
-    "FelixConfiguration", "IPPool", "Node", "Resource", "ResourceStore", "WorkloadEndpoint", "from_json",
-    "kind_by_name", "wep_name",
+    "CLUSTER_NAME_ANNOTATION", "DEFAULT_AS", "KINDS", "POLICY_KINDS", "BGPConfiguration", "BGPPeer",
+    "ClusterInformation", "FelixConfiguration", "GlobalNetworkPolicy", "GlobalNetworkSet", "HostEndpoint", "IPPool",
+    "NetworkPolicy", "NetworkSet", "Node", "Profile", "Resource", "ResourceStore", "Tier", "WorkloadEndpoint",
+    "from_json", "kind_by_name", "wep_name",
 ]

@@ -522,6 +522,12 @@ KINDS: dict[str, type[Resource]] = {
 }
 
 
+def register(*classes: type[Resource]) -> None:
+    """Add kinds defined in other modules of the model (policy kinds) to ``KINDS``."""
+    for cls in classes:
+        KINDS[cls.KIND] = cls
+
+
 def kind_by_name(text: str) -> type[Resource]:
     """``IPPool``, ``ippool``, ``ippools`` all name the same kind."""
     lowered = text.lower()
