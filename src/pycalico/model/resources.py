@@ -13,7 +13,7 @@ import re
 from typing import Any, ClassVar
 
 from pycalico.errors import ValidationError
-from pycalico.model import keys, selector
+from pycalico.model import fields, keys, selector
 
 API_VERSION = "projectcalico.org/v3"
 MODES = ("Never", "Always", "CrossSubnet")
@@ -77,6 +77,10 @@ class Resource:
     KIND: ClassVar[str] = ""
     PLURAL: ClassVar[str] = ""
     NAMESPACED: ClassVar[bool] = False
+    # Calico's spec fields (pycalico.model.fields): any other is refused. None: the kind checks its own.
+    ALLOWED_SPEC_FIELDS: ClassVar[fields.Schema | None] = None
+    # Top-level fields besides kind, apiVersion, metadata and spec (e.g. "status").
+    EXTRA_TOP_LEVEL_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str = "", spec: dict[str, Any] | None = None, *, namespace: str | None = None,
                  metadata: dict[str, Any] | None = None, **extra: Any) -> None:
@@ -140,6 +144,9 @@ class Resource:
         """Fill in the defaults Calico stores on create."""
 
     def validate(self) -> None:
+        fields.check_envelope(self.extra, self.EXTRA_TOP_LEVEL_FIELDS, self.metadata)
+        if self.ALLOWED_SPEC_FIELDS is not None:
+            fields.check_object("spec", self.spec, self.ALLOWED_SPEC_FIELDS)
         self._validate_name()
         if self.NAMESPACED and not self.namespace:
             raise ValidationError("metadata.namespace", self.namespace, "a namespace name")
@@ -157,6 +164,8 @@ class Resource:
 class IPPool(Resource):
     KIND = "IPPool"
     PLURAL = "ippools"
+    ALLOWED_SPEC_FIELDS = fields.IPPOOL_SPEC
+    EXTRA_TOP_LEVEL_FIELDS = ("status",)
 
     @property
     def cidr(self) -> str:
@@ -268,6 +277,8 @@ class IPPool(Resource):
 class Node(Resource):
     KIND = "Node"
     PLURAL = "nodes"
+    ALLOWED_SPEC_FIELDS = fields.NODE_SPEC
+    EXTRA_TOP_LEVEL_FIELDS = ("status",)
 
     @property
     def bgp(self) -> dict[str, Any]:
@@ -340,6 +351,7 @@ class Node(Resource):
 class BGPPeer(Resource):
     KIND = "BGPPeer"
     PLURAL = "bgppeers"
+    ALLOWED_SPEC_FIELDS = fields.BGPPEER_SPEC
 
     @property
     def node(self) -> str:
@@ -411,6 +423,7 @@ def split_peer_ip(peer: str) -> tuple[str, int | None]:
 class BGPConfiguration(Resource):
     KIND = "BGPConfiguration"
     PLURAL = "bgpconfigurations"
+    ALLOWED_SPEC_FIELDS = fields.BGPCONFIGURATION_SPEC
     LOG_LEVELS = ("Debug", "Info", "Warning", "Error", "Fatal", "None")
 
     @property
@@ -448,11 +461,13 @@ class BGPConfiguration(Resource):
 class FelixConfiguration(Resource):
     KIND = "FelixConfiguration"
     PLURAL = "felixconfigurations"
+    ALLOWED_SPEC_FIELDS = fields.FELIXCONFIGURATION_SPEC
 
 
 class ClusterInformation(Resource):
     KIND = "ClusterInformation"
     PLURAL = "clusterinformations"
+    ALLOWED_SPEC_FIELDS = fields.CLUSTERINFORMATION_SPEC
 
     @property
     def datastore_ready(self) -> bool:
@@ -475,6 +490,7 @@ class WorkloadEndpoint(Resource):
     KIND = "WorkloadEndpoint"
     PLURAL = "workloadendpoints"
     NAMESPACED = True
+    ALLOWED_SPEC_FIELDS = fields.WORKLOADENDPOINT_SPEC
 
     @property
     def node(self) -> str:
