@@ -1,4 +1,4 @@
-"""pycalicoctl: node status, ipam show/check/release, get/apply/delete, version.
+"""pycalicoctl: node status, ipam show/check/release, get/apply/create/replace/delete, version.
 
 Exit codes: 0 ok, 1 a check found problems or the daemon is not reachable,
 2 usage or validation error, 3 datastore unavailable, 4 not found.
@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import pycalico
+from pycalico.ctl import resources
+from pycalico.ctl.documents import DocumentError
 from pycalico.errors import (
     DatastoreError,
     DatastoreUnavailable,
@@ -31,7 +31,7 @@ from pycalico.errors import (
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_DATASTORE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 
-def _client() -> Any:
+def client() -> Any:
     from pycalico.config import DatastoreSettings, node_environment
 
     # Like calicoctl with /etc/calico/calicoctl.cfg: on a node, the agent's settings
@@ -80,7 +80,7 @@ def _ipam() -> Any:
     from pycalico.ipam import IPAM
 
     run_dir = os.environ.get("PYCALICO_RUN_DIR") or "/var/run/pycalico"
-    return IPAM(_client(), lock_dir=run_dir if os.access(run_dir, os.W_OK) else None)
+    return IPAM(client(), lock_dir=run_dir if os.access(run_dir, os.W_OK) else None)
 
 
 def cmd_ipam_show(args: argparse.Namespace) -> int:
@@ -150,123 +150,12 @@ def cmd_ipam_release(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
-# ---- resources ------------------------------------------------------------------------------------
-def _load_documents(path: str) -> list[dict[str, Any]]:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    docs: list[dict[str, Any]] = []
-    try:
-        loaded = [json.loads(text)] if text.lstrip().startswith(("{", "[")) else list(yaml.safe_load_all(text))
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ValidationError("file", path, "YAML or JSON resources", reason=str(exc).splitlines()[0]) from None
-    for doc in loaded:
-        if doc is None:
-            continue
-        if isinstance(doc, list):
-            docs.extend(doc)
-        elif isinstance(doc, dict) and doc.get("kind", "").endswith("List") and "items" in doc:
-            docs.extend(doc["items"])
-        else:
-            docs.append(doc)
-    return docs
-
-
-def _emit(resources: list[Any], output: str) -> None:
-    data = [r.to_json() for r in resources]
-    if output == "json":
-        print(json.dumps(data[0] if len(data) == 1 else {"kind": "List", "apiVersion": "v1", "items": data}, indent=2))
-    elif output == "yaml":
-        print(yaml.safe_dump_all(data, sort_keys=False), end="")
-    else:
-        rows = []
-        for r in resources:
-            extra = ""
-            if r.KIND == "IPPool":
-                extra = r.cidr
-            elif r.KIND == "Node":
-                extra = r.ipv4_address
-            elif r.KIND == "WorkloadEndpoint":
-                extra = ",".join(r.ip_networks)
-            rows.append([r.namespace or "", r.name, extra] if r.NAMESPACED else [r.name, extra])
-        if resources and resources[0].NAMESPACED:
-            print(_table(["Namespace", "Name", "Networks"], rows))
-        else:
-            print(_table(["Name", "Detail"], rows))
-
-
-def cmd_get(args: argparse.Namespace) -> int:
-    from pycalico.model import ResourceStore, kind_by_name
-
-    cls = kind_by_name(args.kind)
-    store = ResourceStore(_client())
-    ns = args.namespace if cls.NAMESPACED and not args.all_namespaces else None
-    if args.name:
-        res = store.get(cls, args.name, ns or ("default" if cls.NAMESPACED else None))
-        if res is None:
-            raise ResourceNotFound(cls.KIND, args.name)
-        _emit([res], args.output)
-    else:
-        _emit(store.list(cls, ns), args.output)
-    return EXIT_OK
-
-
-def cmd_apply(args: argparse.Namespace) -> int:
-    from pycalico.model import ResourceStore, from_json
-
-    store = ResourceStore(_client())
-    docs = _load_documents(args.filename)
-    resources = [from_json(d) for d in docs]
-    for res in resources:
-        res.apply_defaults()
-        res.validate()
-    for res in resources:
-        if args.create:
-            store.create(res)
-        else:
-            store.apply(res)
-    print(f"Successfully {'created' if args.create else 'applied'} {len(resources)} resource(s)")
-    return EXIT_OK
-
-
-def cmd_delete(args: argparse.Namespace) -> int:
-    from pycalico.model import Node, ResourceStore, from_json, kind_by_name
-
-    store = ResourceStore(_client())
-    targets: list[tuple[Any, str, str | None]] = []
-    if args.filename:
-        for d in _load_documents(args.filename):
-            res = from_json(d)
-            targets.append((type(res), res.name, res.namespace))
-    elif args.kind and args.name:
-        cls = kind_by_name(args.kind)
-        targets.append((cls, args.name, (args.namespace or "default") if cls.NAMESPACED else None))
-    else:
-        print("pycalicoctl delete: give <kind> <name> or -f FILE", file=sys.stderr)
-        return EXIT_USAGE
-    missing = 0
-    for cls, name, ns in targets:
-        if cls is Node:
-            from pycalico.ipam import IPAM
-            from pycalico.lifecycle import remove_node
-
-            plan = remove_node(store, IPAM(store.client), name)
-            if not plan.node_exists:
-                missing += 1
-                print(f"Node {name!r} not found", file=sys.stderr)
-                continue
-        elif not store.delete(cls, name, ns):
-            missing += 1
-            print(f"{cls.KIND} {name!r} not found", file=sys.stderr)
-            continue
-        print(f"Successfully deleted {cls.KIND} {name}")
-    return EXIT_NOT_FOUND if missing and not args.skip_not_exists else EXIT_OK
-
-
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"Client Version:    {pycalico.__version__}")
     try:
         from pycalico.model import ClusterInformation, ResourceStore
 
-        info = ResourceStore(_client()).get(ClusterInformation, "default")
+        info = ResourceStore(client()).get(ClusterInformation, "default")
     except (PycalicoError, DatastoreError):
         info = None
     if info is not None:
@@ -296,46 +185,32 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--leaked", action="store_true")
     rel.add_argument("--from-report", default="")
     rel.set_defaults(fn=cmd_ipam_release)
-    get = sub.add_parser("get", help="show resources")
-    get.add_argument("kind")
-    get.add_argument("name", nargs="?", default="")
-    get.add_argument("-o", "--output", choices=["ps", "yaml", "json"], default="ps")
-    get.add_argument("-n", "--namespace", default="")
-    get.add_argument("-A", "--all-namespaces", action="store_true")
-    get.set_defaults(fn=cmd_get)
-    for name, helptext in (("apply", "create or update resources from a file"),
-                           ("create", "create resources from a file")):
-        ap = sub.add_parser(name, help=helptext)
-        ap.add_argument("-f", "--filename", required=True)
-        ap.set_defaults(fn=cmd_apply, create=name == "create")
-    de = sub.add_parser("delete", help="delete resources (a Node with its IPAM, endpoints and peers)")
-    de.add_argument("kind", nargs="?", default="")
-    de.add_argument("name", nargs="?", default="")
-    de.add_argument("-f", "--filename", default="")
-    de.add_argument("-n", "--namespace", default="")
-    de.add_argument("--skip-not-exists", action="store_true")
-    de.set_defaults(fn=cmd_delete)
+    resources.add_parsers(sub)
     ver = sub.add_parser("version", help="client and cluster version")
     ver.set_defaults(fn=cmd_version)
     return p
+
+
+def exit_code(exc: BaseException) -> int:
+    """The one mapping of errors to exit codes (a refused document: that of its cause)."""
+    if isinstance(exc, DocumentError):
+        return exit_code(exc.error)
+    if isinstance(exc, DatastoreUnavailable):
+        return EXIT_DATASTORE
+    if isinstance(exc, ResourceNotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, (ValidationError, ResourceExists)):
+        return EXIT_USAGE
+    return EXIT_PROBLEM
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
-    except DatastoreUnavailable as exc:
+    except (PycalicoError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_DATASTORE
-    except ResourceNotFound as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    except (ValidationError, ResourceExists) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (PycalicoError, DatastoreError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+        return exit_code(exc)
 
 
 if __name__ == "__main__":
