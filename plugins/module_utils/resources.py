@@ -18,16 +18,21 @@ import ipaddress
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     PycalicoError,
     ValidationError,
+    check_pycalico,
     comparable,
+    connected,
+    diff,
 )
 
 try:
     from pycalico.model import (
+        KINDS,
         BGPConfiguration,
         BGPPeer,
         ClusterInformation,
         IPPool,
         Node,
+        ResourceStore,
     )
     from pycalico.lifecycle import plan_node_removal, remove_node
     from pycalico.cluster import plan_claim
@@ -296,3 +301,55 @@ def ensure_cluster_identity(store, cluster_name, claim=True, check_mode=False):
         return Result(False, current, current)
     prepare(store, desired, creating=current is None)
     return Result(True, current, write(store, current, desired, check_mode))
+
+
+# ---- policy kinds: NetworkPolicy, GlobalNetworkPolicy, NetworkSet, GlobalNetworkSet, HostEndpoint, Profile ----
+
+def resource_argument_spec(namespaced):
+    """Options of the modules whose resource is a Calico spec given verbatim, plus labels."""
+    spec = dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        spec=dict(type="dict", default={}),
+        labels=dict(type="dict"),
+    )
+    if namespaced:
+        spec["namespace"] = dict(type="str", default="default")
+    return spec
+
+
+def ensure_resource(store, cls, name, namespace=None, spec=None, labels=None, state="present", check_mode=False):
+    """The spec is exactly ``spec`` (the model adds its defaults, e.g. a policy's types);
+    labels are exactly ``labels`` when given, else kept."""
+    namespace = namespace if cls.NAMESPACED else None
+    current = store.get(cls, name, namespace)
+    if state == "absent":
+        if current is None:
+            return Result(False)
+        if not check_mode:
+            store.delete(cls, name, namespace, resource_version=current.resource_version)
+        return Result(True, current, None)
+    desired = cls(name, {}, namespace=namespace) if current is None else current.copy()
+    desired.spec = dict(spec or {})
+    if labels is not None:
+        if labels:
+            desired.metadata["labels"] = dict(labels)
+        else:
+            desired.metadata.pop("labels", None)
+    prepare(store, desired, creating=current is None)
+    if current is not None and same(desired, current):
+        return Result(False, current, current)
+    return Result(True, current, write(store, current, desired, check_mode))
+
+
+def run_resource_module(module, kind):
+    """main() of a policy-kind module: ensure, then exit with the resource and its diff."""
+    check_pycalico(module)
+    p = module.params
+    with connected(module) as client:
+        result = ensure_resource(ResourceStore(client), KINDS[kind], p["name"], p.get("namespace"), p["spec"],
+                                 p["labels"], state=p["state"], check_mode=module.check_mode)
+    out = dict(changed=result.changed, resource=comparable(result.after))
+    if module._diff:
+        out["diff"] = diff(result.before, result.after)
+    module.exit_json(**out)

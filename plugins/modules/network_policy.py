@@ -1,0 +1,108 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) pycalico developers
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: network_policy
+short_description: Manage pycalico (Calico v3) network policies of a namespace in etcd
+version_added: "0.1.0"
+description:
+  - Creates, updates or deletes a C(NetworkPolicy): ordered ingress and egress rules for the endpoints its
+    selector matches in one namespace. The agent on every node follows the change.
+  - O(spec) is the Calico C(NetworkPolicy) spec verbatim (C(tier), C(order), C(selector), C(types), C(ingress),
+    C(egress), C(serviceAccountSelector), C(performanceHints)); the stored spec is exactly O(spec) plus the
+    defaults Calico adds (C(types) from the rules present).
+  - Every value is validated by the C(pycalico) data model; a failure names the field and what is allowed.
+author:
+  - pycalico developers (@pycalico)
+extends_documentation_fragment:
+  - pycalico.network.etcd
+  - pycalico.network.etcd.attributes
+options:
+  name:
+    description: Name of the network policy.
+    type: str
+    required: true
+  namespace:
+    description: Namespace of the network policy.
+    type: str
+    default: default
+  state:
+    description: Whether the network policy should exist.
+    type: str
+    choices: [present, absent]
+    default: present
+  spec:
+    description:
+      - The Calico C(NetworkPolicy) spec, as in a calicoctl YAML file.
+      - The model validates it as Calico does; an unknown field or a bad value fails with the field's path, the
+        value and what is allowed, and nothing is written.
+    type: dict
+    default: {}
+  labels:
+    description:
+      - Labels of the network policy. Given, they are exactly the stored labels (plus those Calico adds);
+        left out, the stored labels are kept.
+    type: dict
+"""
+
+EXAMPLES = r"""
+- name: Allow the frontend to reach the backend on TCP 6379
+  pycalico.network.network_policy:
+    etcd_endpoints: ["https://192.168.1.1:2379"]
+    etcd_ca_cert_file: /etc/pycalico/ssl/ca.pem
+    etcd_cert_file: /etc/pycalico/ssl/client.pem
+    etcd_key_file: /etc/pycalico/ssl/client-key.pem
+    namespace: shop
+    name: allow-frontend
+    spec:
+      selector: app == 'backend'
+      ingress:
+        - action: Allow
+          protocol: TCP
+          source:
+            selector: app == 'frontend'
+          destination:
+            ports: [6379]
+"""
+
+RETURN = r"""
+resource:
+  description: The network policy as stored (or as it would be stored in check mode); empty when absent.
+  returned: always
+  type: dict
+  sample:
+    kind: NetworkPolicy
+    apiVersion: projectcalico.org/v3
+    metadata:
+      name: example
+      namespace: default
+    spec:
+      selector: app == 'backend'
+      types:
+      - Ingress
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pycalico.network.plugins.module_utils.datastore import connection_argument_spec
+from ansible_collections.pycalico.network.plugins.module_utils.resources import (
+    resource_argument_spec,
+    run_resource_module,
+)
+
+
+def main():
+    argument_spec = connection_argument_spec()
+    argument_spec.update(resource_argument_spec(namespaced=True))
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    run_resource_module(module, "NetworkPolicy")
+
+
+if __name__ == "__main__":
+    main()
