@@ -205,3 +205,16 @@ class EtcdCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def issue_client_cert(pki: Pki, name: str, subject: str) -> tuple[Path, Path]:
+    """A client certificate of the test CA with the given subject (``/CN=kubernetes``, or
+    ``/O=pycalico`` for one without a Common Name); returns (certificate, key)."""
+    d = pki.dir
+    (d / f"{name}.ext").write_text("extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    (d / f"{name}.key").chmod(0o600)
+    return d / f"{name}.pem", d / f"{name}.key"
