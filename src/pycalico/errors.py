@@ -43,6 +43,23 @@ class DatastoreUnavailable(DatastoreError):
         super().__init__(f"etcd unreachable at {', '.join(self.endpoints)}: {detail}")
 
 
+class OutcomeUnknown(DatastoreError):
+    """A write may have reached etcd but no answer came back (reply lost, timed out,
+    connection reset after the request was sent): it may or may not have been applied.
+    The client never resends such a write; the caller settles it by reading.
+
+    Carries the operation, the keys written (never values) and the endpoint."""
+
+    def __init__(self, operation: str, keys: Sequence[str], endpoint: str, detail: str) -> None:
+        self.operation = operation
+        self.keys = list(keys)
+        self.endpoint = endpoint
+        self.detail = detail
+        shown = ", ".join(self.keys[:3]) + (f" (+{len(self.keys) - 3} more)" if len(self.keys) > 3 else "")
+        super().__init__(f"outcome unknown: {operation} of {shown or 'no key'} sent to {endpoint}: {detail}; "
+                         "it may or may not have been applied")
+
+
 class KeyExists(DatastoreError):
     """A create-if-absent found the key already there."""
 

@@ -15,6 +15,8 @@ import base64
 import http.client
 import json
 import logging
+import random
+import select
 import socket
 import ssl
 import threading
@@ -30,16 +32,28 @@ from pycalico.errors import (
     DatastoreUnavailable,
     KeyExists,
     KeyNotFound,
+    OutcomeUnknown,
     RevisionConflict,
+    ValidationError,
 )
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Module-level names: inside EtcdClient, ``list`` is the method.
+Ops = list[dict[str, Any]]
+KvLists = list[list["KeyValue"]]
 
 # gRPC status codes the gateway passes through that mean "try another member".
 _RETRY_ELSEWHERE_CODES = {4, 8, 14}  # DeadlineExceeded, ResourceExhausted, Unavailable
 _OUT_OF_RANGE = 11
+# Answers that say the request was refused before it was proposed to raft: a write
+# may go to another member. Anything else "unavailable" (request timed out, leader
+# changed, server stopped) may have been proposed and can still be applied.
+_NOT_TAKEN_MESSAGES = ("etcdserver: no leader", "etcdserver: not leader", "etcdserver: too many requests",
+                       "etcdserver: unhealthy cluster")
+_LEASE_EXISTS = "lease already exists"
+DEFAULT_PAGE_SIZE = 500
 
 
 def _b64(text: str | bytes) -> str:
@@ -116,7 +130,10 @@ class EtcdClient:
         *,
         timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        page_size: int = DEFAULT_PAGE_SIZE,
     ) -> None:
+        if page_size < 1:
+            raise ValidationError("page_size", page_size, "a whole number of keys, 1 or more")
         if isinstance(endpoints, str):
             endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
         if not endpoints:
@@ -129,6 +146,10 @@ class EtcdClient:
         self._local = threading.local()
         self._preferred = 0
         self._lock = threading.Lock()
+        self.page_size = page_size
+        # Every HTTP request sent (retries included), for tests and metrics.
+        self.requests = 0
+        self.requests_by_path: dict[str, int] = {}
 
     # ---- transport -------------------------------------------------------------------
 
@@ -172,53 +193,90 @@ class EtcdClient:
         start = self._preferred
         return self.endpoints[start:] + self.endpoints[:start]
 
-    def _post_once(self, endpoint: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _count(self, path: str) -> None:
+        with self._lock:
+            self.requests += 1
+            self.requests_by_path[path] = self.requests_by_path.get(path, 0) + 1
+
+    def _exchange(self, endpoint: str, path: str, payload: bytes) -> tuple[int, bytes]:
+        """One request on this thread's connection to ``endpoint``. Raises _NotSent when
+        no byte of the request can have reached the server, _MaybeSent otherwise."""
         conns = self._connections()
         conn = conns.get(endpoint)
+        if conn is not None and not _idle_and_open(conn):
+            # etcd closed it (restart, idle timeout) or sent something unasked: found
+            # before a byte of this request was written, so a fresh connection is safe.
+            conn.close()
+            conns.pop(endpoint, None)
+            conn = None
         fresh = conn is None
         if conn is None:
             conn = self._connect(endpoint, self.connect_timeout)
+            try:
+                conn.connect()  # TCP and the whole TLS handshake, before the request
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise _NotSent(exc) from exc
+            assert conn.sock is not None
+            conn.sock.settimeout(self.timeout)
             conns[endpoint] = conn
-        payload = json.dumps(body).encode()
+        self._count(path)
         try:
-            if conn.sock is None:
-                conn.connect()
-                conn.sock.settimeout(self.timeout)
             conn.request("POST", path, body=payload, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             data = resp.read()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             conns.pop(endpoint, None)
-            if fresh or isinstance(exc, TimeoutError):
-                raise
-            # A kept-alive connection the server closed (a restarted etcd answers a
-            # stale TLS session with EOF or a reset): one retry on a new connection.
-            return self._post_once(endpoint, path, body)
+            if fresh and _handshake_refused(exc):
+                raise _NotSent(exc) from exc
+            raise _MaybeSent(exc, fresh) from exc
         except BaseException:
             conn.close()
             conns.pop(endpoint, None)
             raise
-        try:
-            decoded = json.loads(data) if data else {}
-        except ValueError:
-            decoded = {"error": data[:200].decode(errors="replace")}
-        return resp.status, decoded
+        return resp.status, data
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST to the gateway, failing over between endpoints. While a member
         answers "unavailable" (e.g. during a leader election) keep retrying for up
-        to ``timeout`` seconds; when none answers at all, fail at once."""
+        to ``timeout`` seconds; when none answers at all, fail at once.
+
+        Reads, deletes and other requests whose repetition changes nothing
+        (``replay_safe``) are retried and failed over whatever went wrong. A write is
+        sent to another member (or again) only when it provably was not taken: the
+        connection could not be made (refused, DNS, TLS handshake), a kept-alive
+        connection was found closed before the request was written, or etcd answered
+        that it did not take it ("no leader", "too many requests"). Any other failure
+        after its first byte was sent raises OutcomeUnknown. So DatastoreUnavailable
+        from a write means it was not applied."""
+        replayable = replay_safe(path, body)
+        payload = json.dumps(body).encode()
         deadline = time.monotonic() + self.timeout
         while True:
             errors: list[str] = []
             retryable = False
             for endpoint in self._order():
                 try:
-                    status, decoded = self._post_once(endpoint, path, body)
-                except (OSError, http.client.HTTPException) as exc:
-                    errors.append(f"{endpoint}: {_describe_os_error(exc)}")
+                    status, data = self._exchange(endpoint, path, payload)
+                except _NotSent as exc:
+                    errors.append(f"{endpoint}: {_describe_os_error(exc.cause)}")
                     continue
+                except _MaybeSent as exc:
+                    if not replayable:
+                        raise OutcomeUnknown(_operation(path), _written_keys(path, body), endpoint,
+                                             _describe_os_error(exc.cause)) from None
+                    if not exc.fresh and not isinstance(exc.cause, TimeoutError):
+                        # A kept-alive connection that died under the request: once more afresh.
+                        try:
+                            status, data = self._exchange(endpoint, path, payload)
+                        except (_NotSent, _MaybeSent) as again:
+                            errors.append(f"{endpoint}: {_describe_os_error(again.cause)}")
+                            continue
+                    else:
+                        errors.append(f"{endpoint}: {_describe_os_error(exc.cause)}")
+                        continue
+                decoded = _decode(data)
                 if status == 200:
                     if endpoint != self.endpoints[self._preferred]:
                         with self._lock:
@@ -227,6 +285,9 @@ class EtcdClient:
                 code = int(decoded.get("code", 0) or 0)
                 message = str(decoded.get("message") or decoded.get("error") or f"HTTP {status}")
                 if code in _RETRY_ELSEWHERE_CODES or status in (502, 503):
+                    if not replayable and not any(m in message for m in _NOT_TAKEN_MESSAGES):
+                        # e.g. "request timed out": proposed, and may still be applied.
+                        raise OutcomeUnknown(_operation(path), _written_keys(path, body), endpoint, message)
                     errors.append(f"{endpoint}: {message}")
                     retryable = True
                     continue
@@ -250,13 +311,23 @@ class EtcdClient:
         return KeyValue.from_gateway(kvs[0]) if kvs else None
 
     def list(self, prefix: str, *, revision: int = 0) -> tuple[list[KeyValue], int]:
-        """All keys under ``prefix``, and the store revision they were read at."""
-        body: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_range_end(prefix))}
-        if revision:
-            body["revision"] = str(revision)
-        resp = self.call("/v3/kv/range", body)
-        kvs = [KeyValue.from_gateway(raw) for raw in resp.get("kvs") or []]
-        return kvs, int(resp["header"]["revision"])
+        """All keys under ``prefix``, and the store revision they were read at. Read
+        in pages of ``page_size`` keys, all at one revision (see ``pages``)."""
+        for _ in range(3):
+            try:
+                pages = self.pages(prefix, revision=revision)
+                return [kv for page in pages for kv in page], pages.revision
+            except Compacted:
+                if revision:
+                    raise
+                # compacted past the pinned revision mid-list: start again at a newer one
+        pages = self.pages(prefix, revision=revision)
+        return [kv for page in pages for kv in page], pages.revision
+
+    def pages(self, prefix: str, *, revision: int = 0, page_size: int | None = None) -> Pages:
+        """The keys under ``prefix`` page by page, every page at the revision of the
+        first (fetched at once, so ``.revision`` is known before iterating)."""
+        return Pages(self, prefix, revision, page_size or self.page_size)
 
     def revision(self) -> int:
         resp = self.call("/v3/kv/range", {"key": _b64("\0"), "count_only": True})
@@ -324,13 +395,13 @@ class EtcdClient:
 
     def txn(
         self,
-        compare: list[dict[str, Any]],
-        success: list[dict[str, Any]],
-        failure: list[dict[str, Any]] | None = None,
+        compare: Ops,
+        success: Ops,
+        failure: Ops | None = None,
     ) -> dict[str, Any]:
         return self.call("/v3/kv/txn", {"compare": compare, "success": success, "failure": failure or []})
 
-    def read_many(self, ranges: Sequence[tuple[str, bool]]) -> list[list[KeyValue]]:
+    def read_many(self, ranges: Sequence[tuple[str, bool]]) -> KvLists:
         """Several reads in one round trip, at one revision. Each entry is
         ``(key, is_prefix)``; the answer lists the matching key-values per entry."""
         ops = []
@@ -371,9 +442,45 @@ class EtcdClient:
 
     # ---- leases ----------------------------------------------------------------------
 
-    def lease_grant(self, ttl: int) -> int:
-        resp = self.call("/v3/lease/grant", {"TTL": str(ttl)})
-        return int(resp["ID"])
+    def lease_grant(self, ttl: int, *, lease_id: int = 0) -> int:
+        """Grant a lease with an ID chosen here (or ``lease_id``), so that a grant whose
+        reply was lost is settled exactly: the ID exists (ours: granted) or a second grant
+        of the same ID either succeeds or finds it granted by the first. Never two leases."""
+        chosen = lease_id or random.SystemRandom().randrange(1, 1 << 62)
+        uncertain: OutcomeUnknown | None = None
+        for _ in range(5):
+            try:
+                resp = self.call("/v3/lease/grant", {"TTL": str(ttl), "ID": str(chosen)})
+                return int(resp["ID"])
+            except OutcomeUnknown as exc:
+                uncertain = exc
+            except DatastoreError as exc:
+                if _LEASE_EXISTS not in str(exc):
+                    raise
+                if uncertain is not None:
+                    return chosen  # our first grant landed
+                if lease_id:
+                    raise
+                chosen = random.SystemRandom().randrange(1, 1 << 62)  # an ID taken by someone else
+                continue
+            try:
+                if self.lease_time_to_live(chosen) > 0:
+                    return chosen
+            except DatastoreError:
+                time.sleep(0.2)
+            # not granted (yet): the same ID again cannot make a second lease
+        assert uncertain is not None
+        raise uncertain
+
+    def lease_time_to_live(self, lease_id: int) -> int:
+        """Seconds left on a lease; -1 when there is no such lease."""
+        resp = self.call("/v3/lease/timetolive", {"ID": str(lease_id)})
+        return int(resp.get("TTL", -1) or 0)
+
+    def leases(self) -> Sequence[int]:
+        """The IDs of every live lease."""
+        resp = self.call("/v3/lease/leases", {})
+        return [int(item["ID"]) for item in resp.get("leases") or []]
 
     def lease_keepalive(self, lease_id: int) -> int:
         """Refresh a lease; returns the remaining TTL, 0 when the lease is gone."""
@@ -392,6 +499,110 @@ class EtcdClient:
 
     def watch_stream(self, prefix: str, start_revision: int) -> WatchStream:
         return WatchStream(self, prefix, start_revision)
+
+
+class _NotSent(Exception):
+    """No byte of the request can have reached a server."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _MaybeSent(Exception):
+    """The request was (at least partly) written; the server may have acted on it."""
+
+    def __init__(self, cause: BaseException, fresh: bool) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.fresh = fresh
+
+
+def _idle_and_open(conn: http.client.HTTPConnection) -> bool:
+    """A kept-alive connection is usable when nothing is waiting to be read on it:
+    between requests etcd sends nothing, so readable means closed (EOF, a reset, a TLS
+    close_notify) or out of step. Checked before the request is written."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return False
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+    try:
+        return not poller.poll(0)
+    except OSError:
+        return False
+
+
+# TLS alerts a server sends only while refusing the handshake. With TLS 1.3 the client
+# finishes its side before the server has checked the client certificate, so the refusal
+# arrives on the first read; no request on such a connection was ever accepted.
+_HANDSHAKE_ALERTS = ("ALERT_BAD_CERTIFICATE", "ALERT_UNKNOWN_CA", "ALERT_CERTIFICATE_REQUIRED",
+                     "ALERT_CERTIFICATE_UNKNOWN", "ALERT_HANDSHAKE_FAILURE", "ALERT_ACCESS_DENIED",
+                     "ALERT_DECRYPT_ERROR", "ALERT_UNSUPPORTED_CERTIFICATE", "ALERT_CERTIFICATE_EXPIRED",
+                     "ALERT_CERTIFICATE_REVOKED")
+
+
+def _handshake_refused(exc: BaseException) -> bool:
+    reason = str(getattr(exc, "reason", "") or "")
+    return isinstance(exc, ssl.SSLError) and any(a in reason for a in _HANDSHAKE_ALERTS)
+
+
+# Paths whose repetition changes nothing a caller relies on: reads, and writes that
+# are idempotent by construction. Everything else (put, txn with a put or delete,
+# lease grant, unknown paths) is a write that is never resent once it may have left.
+_REPLAY_SAFE_PATHS = {
+    "/v3/kv/range": "read",
+    "/v3/watch": "read (watch create)",
+    "/v3/lease/timetolive": "read",
+    "/v3/lease/leases": "read",
+    "/v3/maintenance/status": "read",
+    "/v3/kv/deleterange": "delete: a repeat deletes nothing more (its count may then read 0)",
+    "/v3/lease/keepalive": "refresh: a repeat refreshes again",
+    "/v3/lease/revoke": "delete: a repeat finds the lease gone",
+    "/v3/kv/compaction": "a repeat finds the revision compacted",
+}
+
+
+def replay_safe(path: str, body: dict[str, Any]) -> bool:
+    """True for requests that may be retried and failed over after they may have been
+    applied (see ``_REPLAY_SAFE_PATHS``); a txn is safe only when every op is a range."""
+    if path == "/v3/kv/txn":
+        ops = list(body.get("success") or []) + list(body.get("failure") or [])
+        return all(set(op) == {"request_range"} for op in ops)
+    return path in _REPLAY_SAFE_PATHS
+
+
+def _operation(path: str) -> str:
+    return {"/v3/kv/put": "put", "/v3/kv/txn": "transaction", "/v3/lease/grant": "lease grant"}.get(path, path)
+
+
+def _written_keys(path: str, body: dict[str, Any]) -> list[str]:
+    """The keys a write touches, for its error message (never values)."""
+    def key_of(raw: dict[str, Any]) -> str:
+        return _unb64(raw.get("key")).decode(errors="replace")
+
+    if path == "/v3/kv/put":
+        return [key_of(body)]
+    if path == "/v3/lease/grant":
+        return [f"lease {int(body.get('ID', 0) or 0):x}"]
+    if path == "/v3/kv/txn":
+        out = []
+        for op in body.get("success") or []:
+            for kind in ("request_put", "request_delete_range"):
+                if kind in op:
+                    out.append(key_of(op[kind]))
+        return out
+    return []
+
+
+def _decode(data: bytes) -> dict[str, Any]:
+    try:
+        decoded = json.loads(data) if data else {}
+    except ValueError:
+        decoded = {"error": data[:200].decode(errors="replace")}
+    return decoded if isinstance(decoded, dict) else {"error": str(decoded)[:200]}
 
 
 def _first_range_kv(resp: dict[str, Any]) -> KeyValue | None:
@@ -413,6 +624,41 @@ def _describe_os_error(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+class Pages:
+    """The keys under a prefix as pages of at most ``page_size`` keys: a range with
+    ``limit``, continued after the last key (+ "\\0"), every page pinned at the revision
+    of the first. One page's JSON is held at a time. Iterate once."""
+
+    def __init__(self, client: EtcdClient, prefix: str, revision: int, page_size: int) -> None:
+        self._client = client
+        self._end = _b64(prefix_range_end(prefix))
+        self._page_size = page_size
+        self.requests = 0
+        self.count = 0
+        first, more, self.revision = self._fetch(prefix.encode(), revision)
+        self._first: list[KeyValue] | None = first
+        self._more = more
+
+    def _fetch(self, start: bytes, revision: int) -> tuple[list[KeyValue], bool, int]:
+        body: dict[str, Any] = {"key": _b64(start), "range_end": self._end, "limit": str(self._page_size)}
+        if revision:
+            body["revision"] = str(revision)
+        resp = self._client.call("/v3/kv/range", body)
+        self.requests += 1
+        kvs = [KeyValue.from_gateway(raw) for raw in resp.get("kvs") or []]
+        self.count += len(kvs)
+        return kvs, bool(resp.get("more")) and bool(kvs), revision or int(resp["header"]["revision"])
+
+    def __iter__(self) -> Iterator[list[KeyValue]]:
+        page, self._first = self._first, None
+        if page is None:
+            return
+        yield page
+        while self._more:
+            page, self._more, _ = self._fetch(page[-1].key.encode() + b"\0", self.revision)
+            yield page
 
 
 class WatchStream:

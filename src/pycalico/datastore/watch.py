@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pycalico.datastore.etcd import EtcdClient, KeyValue, WatchEvent, WatchStream
 from pycalico.errors import Compacted, DatastoreError
@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 
 SyncHandler = Callable[[list[KeyValue], int], None]
 EventHandler = Callable[[list[WatchEvent]], None]
+# (revision, pages): a snapshot to apply in chunks; every page must be consumed.
+PagedSyncHandler = Callable[[int, Iterator[list[KeyValue]]], None]
 
 
 class PrefixWatcher:
@@ -21,21 +23,29 @@ class PrefixWatcher:
     ``on_sync(kvs, revision)`` receives a full snapshot: at start, and again
     whenever the watch fell behind a compaction. ``on_events(events)`` receives
     every change after the snapshot, in order, none lost across dropped streams.
+
+    The snapshot is read in pages at one revision (``EtcdClient.pages``). A consumer
+    that can apply it in chunks passes ``on_sync_pages(revision, pages)`` instead of
+    ``on_sync``, so the whole prefix is never held at once.
     """
 
     def __init__(
         self,
         client: EtcdClient,
         prefix: str,
-        on_sync: SyncHandler,
+        on_sync: SyncHandler | None,
         on_events: EventHandler,
         *,
+        on_sync_pages: PagedSyncHandler | None = None,
         retry_interval: float = 0.5,
         name: str = "watch",
     ) -> None:
         self.client = client
         self.prefix = prefix
+        if (on_sync is None) == (on_sync_pages is None):
+            raise ValueError("PrefixWatcher needs exactly one of on_sync and on_sync_pages")
         self.on_sync = on_sync
+        self.on_sync_pages = on_sync_pages
         self.on_events = on_events
         self.retry_interval = retry_interval
         self.revision = 0
@@ -64,10 +74,14 @@ class PrefixWatcher:
         self._thread.join(timeout)
 
     def _resync(self) -> None:
-        kvs, revision = self.client.list(self.prefix)
-        self.revision = revision
+        pages = self.client.pages(self.prefix)
+        if self.on_sync_pages is not None:
+            self.on_sync_pages(pages.revision, iter(pages))
+        else:
+            assert self.on_sync is not None
+            self.on_sync([kv for page in pages for kv in page], pages.revision)
+        self.revision = pages.revision
         self.resyncs += 1
-        self.on_sync(kvs, revision)
         self.synced.set()
 
     def _run(self) -> None:
