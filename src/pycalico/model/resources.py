@@ -13,7 +13,7 @@ import re
 from typing import Any, ClassVar
 
 from pycalico.errors import ValidationError
-from pycalico.model import fields, keys, selector
+from pycalico.model import fields, keys, rules, selector
 
 API_VERSION = "projectcalico.org/v3"
 MODES = ("Never", "Always", "CrossSubnet")
@@ -530,6 +530,11 @@ class WorkloadEndpoint(Resource):
             raise ValidationError("spec.ipNetworks", nets, "a list of CIDRs such as 10.244.1.5/32")
         for i, net in enumerate(nets):
             parse_cidr(f"spec.ipNetworks[{i}]", net, strict=False)
+        profiles = rules.check_list("spec.profiles", self.spec.get("profiles") or [], "profile names")
+        for i, profile in enumerate(profiles):
+            if not isinstance(profile, str) or not profile:
+                raise ValidationError(f"spec.profiles[{i}]", profile, "a profile name")
+        rules.check_endpoint_ports("spec.ports", self.spec.get("ports"), workload=True)
 
 
 KINDS: dict[str, type[Resource]] = {

@@ -18,6 +18,7 @@ from pycalico.errors import (
     ValidationError,
 )
 from pycalico.model import keys
+from pycalico.model.policy import BUILTIN_TIERS, DEFAULT_TIER, GlobalNetworkPolicy, NetworkPolicy, Tier, builtin_tier
 from pycalico.model.resources import IPPool, Resource
 
 R = TypeVar("R", bound=Resource)
@@ -76,6 +77,20 @@ class ResourceStore:
         res.validate()
         if isinstance(res, IPPool):
             self._check_pool_overlap(res, creating=creating)
+        if isinstance(res, (NetworkPolicy, GlobalNetworkPolicy)):
+            self._check_tier_exists(res)
+
+    def _check_tier_exists(self, policy: NetworkPolicy | GlobalNetworkPolicy) -> None:
+        """Calico's client refuses a policy in a tier that does not exist; the default
+        tier is the exception: it is created with the policy (``_ensure_policy_tier``)."""
+        if policy.tier != DEFAULT_TIER and self.get(Tier, policy.tier) is None:
+            names = ", ".join(t.name for t in self.list(Tier)) or "none yet"
+            raise ValidationError("spec.tier", policy.tier, f"the name of an existing Tier ({names})",
+                                  reason=f"Tier {policy.tier!r} does not exist: create it first")
+
+    def _ensure_policy_tier(self, res: Resource) -> None:
+        if isinstance(res, (NetworkPolicy, GlobalNetworkPolicy)) and res.tier == DEFAULT_TIER:
+            ensure_tier(self, DEFAULT_TIER)
 
     def _check_pool_overlap(self, pool: IPPool, *, creating: bool) -> None:
         net = pool.network
@@ -116,6 +131,7 @@ class ResourceStore:
         if res.resource_version:
             raise ValidationError("metadata.resourceVersion", res.resource_version, "empty on create")
         res = self._as_new(res)
+        self._ensure_policy_tier(res)
         try:
             rev = self.client.create(res.key(), _encode(res))
         except KeyExists:
@@ -129,6 +145,7 @@ class ResourceStore:
             raise ValidationError("metadata.resourceVersion", "", "the resourceVersion read with the resource")
         res = res.copy()  # type: ignore[assignment]
         self._prepare(res, creating=False)
+        self._ensure_policy_tier(res)
         try:
             rev = self.client.update(res.key(), _encode(res), int(res.resource_version))
         except KeyNotFound:
@@ -145,7 +162,7 @@ class ResourceStore:
                     return self.create(_without_version(res))
                 except ResourceExists:
                     continue
-            desired = res.copy()
+            desired: R = res.copy()  # type: ignore[assignment]
             for field in ("uid", "creationTimestamp"):
                 if field in current.metadata:
                     desired.metadata[field] = current.metadata[field]
@@ -161,6 +178,24 @@ class ResourceStore:
         """Returns False when it was already gone."""
         key = keys.resource_key(cls.PLURAL, name, namespace if cls.NAMESPACED else None)
         return self.client.delete(key, mod_revision=int(resource_version) if resource_version else None)
+
+
+def ensure_tier(store: ResourceStore, name: str) -> bool:
+    """Create the built-in tier ``name`` as Calico's client does, unless it exists; True if created."""
+    if store.get(Tier, name) is not None:
+        return False
+    try:
+        store.create(builtin_tier(name))
+    except ResourceExists:
+        return False
+    return True
+
+
+def ensure_default_tiers(store: ResourceStore) -> list[str]:
+    """What Calico's client ``EnsureInitialized`` does for tiers: create ``default``
+    (order 1e6, Deny), ``kube-admin`` (1e3, Pass) and ``kube-baseline`` (1e7, Pass) when
+    missing. For agent startup; returns the names created."""
+    return [name for name in BUILTIN_TIERS if ensure_tier(store, name)]
 
 
 def _without_version(res: R) -> R:
