@@ -20,6 +20,7 @@ from pycalico.datastore.etcd import EtcdClient, TlsConfig
 from pycalico.errors import DatastoreError
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
+ETCDCTL_BIN = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 
 
 def free_port() -> int:
