@@ -70,6 +70,12 @@ def _ns_of(src: Source) -> str:
     return src if isinstance(src, str) else src.ns
 
 
+def _entered(ns: str) -> contextlib.AbstractContextManager[None]:
+    if not os.path.exists(f"/run/netns/{ns}"):
+        raise ValidationError("namespace", ns, "a named network namespace (under /run/netns)")
+    return in_netns(ns)
+
+
 def _ip_of(dst: Destination) -> str:
     return (dst if isinstance(dst, str) else dst.ip).split("/")[0]
 
@@ -155,7 +161,7 @@ class Servers:
         ns, ip = _endpoint(endpoint)
         made: list[tuple[socket.socket, tuple[str, ...]]] = []
         try:
-            with in_netns(ns):
+            with _entered(ns):
                 for port in self.tcp_ports:
                     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                     made.append((s, ("accept", ns, ip, str(port))))
@@ -166,9 +172,12 @@ class Servers:
                     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                     made.append((s, ("udp", ns, ip, str(port))))
                     s.bind((ip, port))
-        except BaseException:
+        except BaseException as exc:
             for s, _ in made:
                 s.close()
+            if isinstance(exc, OSError) and made:
+                kind, _, _, port = made[-1][1]
+                exc.add_note(f"Servers: binding {'tcp' if kind == 'accept' else 'udp'} {ip}:{port} in {ns}")
             raise
         for s, _ in made:
             s.setblocking(False)
@@ -336,7 +345,7 @@ def attempt(src: Source, dst: Destination, proto: str, port: int | None = None, 
     ns, ip = _ns_of(src), _ip_of(dst)
     start = time.monotonic()
     deadline = start + deadline_s
-    with in_netns(ns):
+    with _entered(ns):
         if proto == "tcp":
             assert port is not None
             reason = _tcp(ip, port, deadline, src_port)
@@ -575,7 +584,7 @@ class Connection:
         _validate(proto, port, timeout, 8, 0, src_port)
         self.proto, self.ns, self.ip, self.port, self.timeout = proto, _ns_of(src), _ip_of(dst), port, timeout
         self._buf = b""
-        with in_netns(self.ns):
+        with _entered(self.ns):
             self.sock = _bound(socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM, src_port)
         try:
             self.sock.settimeout(timeout)
@@ -772,7 +781,7 @@ class UdpStream(_Stream):
     def __init__(self, src: Source, dst: Endpoint | tuple[str, str], port: int = 0, *, rate: float = 200.0) -> None:
         super().__init__(rate)
         dst_ns, self.ip = _endpoint(dst)
-        with in_netns(dst_ns):
+        with _entered(dst_ns):
             self._rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socks.append(self._rx)
         try:
@@ -780,7 +789,7 @@ class UdpStream(_Stream):
             self._rx.bind((self.ip, _check_port(port)))
             self._rx.settimeout(0.05)
             self.port: int = self._rx.getsockname()[1]
-            with in_netns(_ns_of(src)):
+            with _entered(_ns_of(src)):
                 self._tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self._socks.append(self._tx)
         except BaseException:
@@ -809,7 +818,7 @@ class IcmpStream(_Stream):
         super().__init__(rate)
         self.ip = _ip_of(dst)
         self.ident = _ident()
-        with in_netns(_ns_of(src)):
+        with _entered(_ns_of(src)):
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         self._socks.append(self._sock)
         self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
