@@ -58,6 +58,7 @@ def plan(store: ResourceStore, docs: list[Document], action: str, namespace: str
     """Every document checked as its write would check it; the first refusal names its document."""
     changes: list[Change] = []
     created: set[str] = set()
+    tiers: set[str] = set()  # Tiers an earlier document of the file writes
     for doc in docs:
         res = documents.decode(doc)
         try:
@@ -71,10 +72,18 @@ def plan(store: ResourceStore, docs: list[Document], action: str, namespace: str
                     raise ResourceExists(res.KIND, res.name)
             if action == "replace" and current is None:
                 raise ResourceNotFound(res.KIND, res.name)
-            store.check(res.copy(), creating=current is None)
+            try:
+                store.check(res.copy(), creating=current is None)
+            except ValidationError as exc:
+                # A policy in a tier the file itself creates first is fine, as with calicoctl's in-order writes
+                # (the tier check is the model's last).
+                if not (exc.field == "spec.tier" and exc.value in tiers):
+                    raise
         except PycalicoError as exc:
             raise DocumentError(doc.describe(res), exc) from None
         created.add(res.key())
+        if res.KIND == "Tier":
+            tiers.add(res.name)
         changes.append(Change(doc, res, current))
     return changes
 
