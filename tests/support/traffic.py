@@ -176,8 +176,8 @@ class Servers:
             for s, _ in made:
                 s.close()
             if isinstance(exc, OSError) and made:
-                kind, _, _, port = made[-1][1]
-                exc.add_note(f"Servers: binding {'tcp' if kind == 'accept' else 'udp'} {ip}:{port} in {ns}")
+                kind, _, _, failed_port = made[-1][1]
+                exc.add_note(f"Servers: binding {'tcp' if kind == 'accept' else 'udp'} {ip}:{failed_port} in {ns}")
             raise
         for s, _ in made:
             s.setblocking(False)
