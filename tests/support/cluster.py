@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pycalico.cni.install import install
 from pycalico.datastore.etcd import EtcdClient
 from pycalico.ipam import IPAM, handle_id
-from pycalico.model import IPPool, ResourceStore, WorkloadEndpoint, wep_name
+from pycalico.model import IPPool, Profile, ResourceStore, WorkloadEndpoint, wep_name
 from tests.support.etcd import EtcdCluster
 from tests.support.topology import Host, Pod, Topology, nsexec, poll, sh
 
@@ -53,7 +53,16 @@ class Cluster:
         return self.store.create(IPPool(name, {"cidr": cidr, "ipipMode": ipip, "vxlanMode": vxlan,
                                                "natOutgoing": nat, "blockSize": block_size}))
 
+    def ensure_namespace_profile(self, namespace: str = "default", labels: dict[str, str] | None = None) -> None:
+        """``kns.<namespace>`` as kube-controllers writes it: allow all, the namespace's labels as ``pcns.``."""
+        if self.store.get(Profile, f"kns.{namespace}") is None:
+            apply = {f"pcns.{k}": v for k, v in (labels or {}).items()}
+            apply["pcns.projectcalico.org/name"] = namespace
+            self.store.apply(Profile(f"kns.{namespace}", {"ingress": [{"action": "Allow"}],
+                                                          "egress": [{"action": "Allow"}], "labelsToApply": apply}))
+
     def add_pod(self, host: Host, name: str, pools: list[str] | None = None, mtu: int = 1500) -> Pod:
+        self.ensure_namespace_profile()
         container = f"{host.name}-{name}"
         handle = handle_id("k8s-pod-network", container)
         ips = self.ipam.auto_assign(handle, {"node": host.name, "namespace": "default", "pod": name}, host.name,

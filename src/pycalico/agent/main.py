@@ -25,14 +25,32 @@ from pycalico.agent import autodetect, startup
 from pycalico.agent.calc import Block, FelixParams, compute, pod_mtu
 from pycalico.agent.dataplane import Dataplane
 from pycalico.agent.health import Health, Metrics, sd_notify, start_watchdog, status_json
-from pycalico.agent.nat import NatError, NatOutgoing
+from pycalico.agent.nat import NatError, NatOutgoing, detect_backend
+from pycalico.agent.policy.engine import PolicyEngine
+from pycalico.agent.policy.metrics import PolicyMetrics
+from pycalico.agent.policy.params import PolicyParams
+from pycalico.agent.policy.resolve import PolicyInputs
 from pycalico.agent.settings import AgentSettings
 from pycalico.config import DatastoreSettings
 from pycalico.datastore.etcd import EtcdClient, KeyValue, WatchEvent
 from pycalico.datastore.lease import LeaseKeeper
 from pycalico.datastore.watch import PrefixWatcher
 from pycalico.errors import DatastoreError, PycalicoError
-from pycalico.model import FelixConfiguration, IPPool, Node, ResourceStore, WorkloadEndpoint, keys
+from pycalico.model import (
+    FelixConfiguration,
+    GlobalNetworkPolicy,
+    GlobalNetworkSet,
+    HostEndpoint,
+    IPPool,
+    NetworkPolicy,
+    NetworkSet,
+    Node,
+    Profile,
+    ResourceStore,
+    Tier,
+    WorkloadEndpoint,
+    keys,
+)
 
 log = logging.getLogger("pycalico.agent")
 
@@ -43,6 +61,16 @@ SOURCES: dict[str, tuple[str, Any]] = {
     "blocks": (keys.BLOCK_PREFIX_V4, Block),
     "felix": (keys.resource_prefix(FelixConfiguration.PLURAL), FelixConfiguration),
 }
+POLICY_SOURCES: dict[str, Any] = {
+    "networkpolicies": NetworkPolicy,
+    "globalnetworkpolicies": GlobalNetworkPolicy,
+    "profiles": Profile,
+    "networksets": NetworkSet,
+    "globalnetworksets": GlobalNetworkSet,
+    "hostendpoints": HostEndpoint,
+    "tiers": Tier,
+}
+SOURCES.update({name: (keys.resource_prefix(cls.PLURAL), cls) for name, cls in POLICY_SOURCES.items()})
 
 
 def _parse(cls: Any, kv: KeyValue) -> Any:
@@ -59,7 +87,10 @@ class Agent:
         self.metrics = Metrics()
         self.dataplane = Dataplane(settings.route_protocol)
         self.nat = NatOutgoing(settings.iptables_backend)
+        self.policy: PolicyEngine | None = None
+        self.policy_metrics = PolicyMetrics(self.metrics.registry, lambda: self.policy)
         self.cache: dict[str, dict[str, Any]] = {name: {} for name in SOURCES}
+        self.revisions: dict[str, int] = {name: 0 for name in SOURCES}
         self._lock = threading.Lock()
         self.dirty = threading.Event()
         self.stop_event = threading.Event()
@@ -125,6 +156,7 @@ class Agent:
                 fresh[kv.key] = item
         with self._lock:
             self.cache[name] = fresh
+            self.revisions[name] = max(self.revisions[name], revision)
         self.dirty.set()
 
     def _on_events(self, name: str, events: list[WatchEvent]) -> None:
@@ -144,6 +176,8 @@ class Agent:
                     cache.pop(event.kv.key, None)
                 else:
                     cache[event.kv.key] = item
+            if events:
+                self.revisions[name] = max(self.revisions[name], max(e.kv.mod_revision for e in events))
         self.dirty.set()
 
     def start_watchers(self) -> None:
@@ -164,6 +198,54 @@ class Agent:
             configs = {c.name: c.spec for c in self.cache["felix"].values()}
         return FelixParams.merge(os.environ, configs.get(f"node.{self.settings.nodename}", {}),
                                  configs.get("default", {}))
+
+    def policy_params(self) -> PolicyParams:
+        with self._lock:
+            configs = {c.name: c.spec for c in self.cache["felix"].values()}
+        return PolicyParams.merge(os.environ, configs.get(f"node.{self.settings.nodename}", {}),
+                                  configs.get("default", {}))
+
+    def policy_snapshot(self, nodes: dict[str, Node], pools: list[IPPool]) -> tuple[PolicyInputs, dict[str, int]]:
+        vxlan = any(p.vxlan_mode != "Never" for p in pools)
+        tunnel_hosts = tuple(sorted(f"{n.ip}/32" for n in nodes.values() if n.ip)) if vxlan else ()
+        with self._lock:
+            c = self.cache
+            inputs = PolicyInputs(
+                weps=dict(c["weps"]), network_sets=dict(c["networksets"]),
+                global_network_sets=dict(c["globalnetworksets"]), host_endpoints=dict(c["hostendpoints"]),
+                network_policies=dict(c["networkpolicies"]), global_network_policies=dict(c["globalnetworkpolicies"]),
+                profiles=dict(c["profiles"]), tiers=dict(c["tiers"]), tunnel_hosts=tunnel_hosts)
+            revisions = dict(self.revisions)
+        inputs.params = self.policy_params()
+        return inputs, revisions
+
+    def _policy_engine(self) -> PolicyEngine:
+        if self.policy is None:
+            backend = self.nat.backend or detect_backend(self.settings.iptables_backend)
+            self.nat.backend = backend
+            self.policy = PolicyEngine(self.settings.nodename, backend)
+        return self.policy
+
+    def ensure_fail_closed(self) -> None:
+        """Before anything else: no workload interface is reachable until its policy is programmed."""
+        try:
+            self._policy_engine().ensure_fail_closed(PolicyParams.merge(os.environ))
+        except Exception as exc:  # noqa: BLE001 - keep starting; the first apply retries
+            log.error("policy: could not install the fail-closed chains: %s", exc)
+
+    def apply_policy(self, nodes: dict[str, Node], pools: list[IPPool], full: bool) -> list[str]:
+        engine = self._policy_engine()
+        inputs, revisions = self.policy_snapshot(nodes, pools)
+        stats = engine.apply(inputs, full=full)
+        self.policy_metrics.apply_time.observe(stats.seconds)
+        if stats.errors:
+            return stats.errors
+        for name, revision in revisions.items():
+            self.policy_metrics.applied_revision.labels(name).set(revision)
+        if stats.changed:
+            log.info("policy: %d chains written, %d deleted, %d set changes in %.1f ms",
+                     stats.chains_written, stats.chains_deleted, stats.set_changes, stats.seconds * 1000)
+        return []
 
     def snapshot(self) -> tuple[dict[str, Node], list[IPPool], list[Block], list[WorkloadEndpoint]]:
         with self._lock:
@@ -201,7 +283,9 @@ class Agent:
             startup.write_file(self.settings.mtu_file, f"{mtu}\n")
             log.info("pod MTU now %d", mtu)
             self.pod_mtu = mtu
+        policy_errors = self.apply_policy(nodes, pools, full)
         stats = self.dataplane.apply(desired, full=full)
+        stats.errors.extend(policy_errors)
         nat_ok = True
         try:
             self.nat.apply(desired.nat_pools, desired.all_pools, check_drift=full)
@@ -311,6 +395,7 @@ class Agent:
         s = self.settings
         self.health.report("startup", ready=False, detail="starting")
         self.health.report("dataplane", ready=False, detail="not applied yet")
+        self.ensure_fail_closed()
         self.health.serve(s.health_host, s.health_port)
         if s.metrics_port:
             self.metrics.serve(s.metrics_host, s.metrics_port)

@@ -64,6 +64,7 @@ class NetConf:
     prev_result: dict[str, Any] | None = None
     runtime_config: dict[str, Any] = field(default_factory=dict)
     valid_attachments: list[dict[str, str]] | None = None
+    policy_type: str = ""  # "k8s": kube-controllers writes the kns./ksa. profiles
 
     @property
     def datastore_key(self) -> tuple[str, ...]:
@@ -148,6 +149,13 @@ def parse_netconf(conf: dict[str, Any], cni_version: str, *, need_datastore: boo
         ):
             raise _bad("cni.dev/valid-attachments", attachments, "a list of {containerID, ifname} objects")
 
+    raw_policy = conf.get("policy") or {}
+    if not isinstance(raw_policy, dict):
+        raise _bad("policy", raw_policy, "an object such as {\"type\": \"k8s\"}")
+    policy_type = _str(raw_policy, "type", prefix="policy.")
+    if policy_type not in ("", "k8s"):
+        raise _bad("policy.type", policy_type, "'k8s' or empty")
+
     return NetConf(
         cni_version=cni_version,
         name=name,
@@ -168,4 +176,5 @@ def parse_netconf(conf: dict[str, Any], cni_version: str, *, need_datastore: boo
         prev_result=prev,
         runtime_config=runtime,
         valid_attachments=attachments,
+        policy_type=policy_type,
     )

@@ -60,7 +60,7 @@ from pycalico.errors import (
     ValidationError,
 )
 from pycalico.ipam import IPAM
-from pycalico.model import ClusterInformation, Node, ResourceStore, WorkloadEndpoint, wep_name
+from pycalico.model import ClusterInformation, Node, Profile, ResourceStore, WorkloadEndpoint, wep_name
 
 log = logging.getLogger("pycalico.cni")
 # Without a handler Python would print warnings to stderr ("last resort"): the plugin's
@@ -289,9 +289,11 @@ def resolve_mtu(conf: NetConf) -> int:
     return 1500
 
 
-def ensure_ready(ctx: Context, node: str, runtime: Runtime, conf: NetConf) -> None:
-    """ClusterInformation.datastoreReady must be true and the Node must exist."""
-    key = (*conf.datastore_key, node)
+def ensure_ready(ctx: Context, node: str, runtime: Runtime, conf: NetConf,
+                 workload: names.Workload | None = None) -> None:
+    """ClusterInformation.datastoreReady must be true, the Node must exist, and (without a
+    policy type) the network's profile too."""
+    key = (*conf.datastore_key, node, conf.name if workload is not None else "")
     if runtime.ready_cached(key):
         return
     info = ctx.store.get(ClusterInformation, "default")
@@ -301,7 +303,28 @@ def ensure_ready(ctx: Context, node: str, runtime: Runtime, conf: NetConf) -> No
     if ctx.store.get(Node, node) is None:
         raise CniError(UNKNOWN_NODE, f"node {node!r} is not registered in the datastore; "
                                      "check that pycalico-agent is running on this node")
+    if workload is not None and not conf.policy_type:
+        ensure_network_profile(ctx, conf, k8s=workload.is_k8s)
     runtime.mark_ready(key)
+
+
+def network_profile(conf: NetConf, *, k8s: bool) -> Profile:
+    """The profile Calico's plugin makes for a network when no policy type is set: egress
+    allowed; ingress allowed (for plain CNI containers only from the network's members)."""
+    ingress: dict[str, Any] = {"action": "Allow"}
+    if not k8s:
+        ingress["source"] = {"selector": f"has({conf.name})"}
+    return Profile(conf.name, {"ingress": [ingress], "egress": [{"action": "Allow"}],
+                               "labelsToApply": {conf.name: ""}})
+
+
+def ensure_network_profile(ctx: Context, conf: NetConf, *, k8s: bool) -> None:
+    if ctx.store.get(Profile, conf.name) is not None:
+        return
+    try:
+        ctx.store.create(network_profile(conf, k8s=k8s))
+    except ResourceExists:
+        pass
 
 
 def _now() -> str:
@@ -411,7 +434,7 @@ def _wep(conf: NetConf, node: str, w: names.Workload, host_if: str, mac: str,
         "containerID": w.container_id,
         "endpoint": w.ifname,
         "ipNetworks": [f"{a.ip}/32" for a in addrs],
-        "profiles": [f"kns.{w.namespace}"] if w.is_k8s else [conf.name],
+        "profiles": [f"kns.{w.namespace}"] if w.is_k8s and conf.policy_type == "k8s" else [conf.name],
         "interfaceName": host_if,
         "mac": mac,
     }
@@ -471,7 +494,7 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
     def datastore_part(check_ready: bool = True) -> list[ipaddress.IPv4Interface]:
         """Readiness, addresses, and the endpoint when it can go with them."""
         if check_ready:
-            ensure_ready(ctx, node, rt, conf)
+            ensure_ready(ctx, node, rt, conf, w)
         if conf.ipam.type != OWN_IPAM:
             return _pod_addresses(ipam_assign(req, conf, ctx, node, w))
         handle, attrs = names.handle_id(conf.name, req.container_id), ipam_attrs(node, w)
@@ -538,7 +561,7 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
             raise
         complete(pending, addrs, guess)
     else:
-        ensure_ready(ctx, node, rt, conf)
+        ensure_ready(ctx, node, rt, conf, w)
         pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac)
         try:
             addrs = datastore_part(check_ready=False)

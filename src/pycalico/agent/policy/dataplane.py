@@ -1,0 +1,250 @@
+"""Write a ``FilterTable`` into the kernel, touching only what changed.
+
+IP sets go first (``ipset restore``: create, add, del; a set whose type changed
+is rebuilt and swapped in), then one ``iptables-restore --noflush`` transaction
+declares (= flushes) and refills every changed ``cali-`` chain, deletes the
+ones no longer wanted and adds missing hooks; sets no longer referenced go last.
+Each rule carries a ``cali:<id>`` comment chained over its chain, so reading
+the kernel back (at start and on every full resync) tells exactly which chains
+drifted. Nothing is ever flushed wholesale: the rules of the last good state
+stay in force until a new state replaces them atomically, also across restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from pycalico.agent.policy.iptables import FORWARD_ACCEPT, HOOKS, OWNED_SET_PREFIXES, FilterTable
+from pycalico.agent.policy.names import rule_hash
+from pycalico.agent.policy.resolve import IPSet
+from pycalico.errors import PycalicoError
+
+log = logging.getLogger(__name__)
+
+MAXELEM = 1048576
+_ID = re.compile(r"cali:([A-Za-z0-9_-]{16})")
+# Fixed IDs of the rules in the kernel's own chains (found again by them)
+HOOK_IDS = {"FORWARD": "wUHhoiAYhphO9Mso", "INPUT": "Cz_u1IQiXIMmKD4c", "OUTPUT": "tVnHkvAo15HuiPy0"}
+FORWARD_ACCEPT_ID = "MH9kMp5aNICL-Olv"
+
+
+class PolicyDataplaneError(PycalicoError):
+    """iptables-restore or ipset refused a change (the previous state stays in force)."""
+
+
+@dataclass
+class ApplyStats:
+    chains_written: int = 0
+    chains_deleted: int = 0
+    set_changes: int = 0
+    restore_calls: int = 0
+    ipset_calls: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.chains_written or self.chains_deleted or self.set_changes)
+
+
+def _run(argv: list[str], stdin: str) -> None:
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise PolicyDataplaneError(f"{argv[0]}: {proc.stderr.strip()[:800]}")
+
+
+def _ids(chain: str, rules: list[str]) -> list[str]:
+    ids, previous = [], ""
+    for rule in rules:
+        previous = rule_hash(previous, chain, rule)
+        ids.append(previous)
+    return ids
+
+
+def _member(text: str) -> str:
+    """ipset's spelling of a member (``10.0.0.1/32`` is listed as ``10.0.0.1``)."""
+    return text[:-3] if text.endswith("/32") else text
+
+
+class IptablesPolicyDataplane:
+    def __init__(self, backend: str) -> None:
+        self.backend = backend  # legacy | nft
+        self._chains: dict[str, list[str]] = {}  # chain -> rule IDs, as the kernel holds them
+        self._written: dict[str, list[str]] = {}  # chain -> rule texts last written (identity shortcut)
+        self._sets: dict[str, tuple[str, set[str]]] = {}  # name -> (type, members) in the kernel
+        self._hooks: set[str] = set()
+        self.in_sync = False
+        self.restore_calls = 0
+        self.restore_errors = 0
+        self.ipset_calls = 0
+        self.ipset_errors = 0
+
+    def _tool(self, name: str) -> str:
+        return f"iptables-{self.backend}-{name}"
+
+    # ---- reading the kernel --------------------------------------------------------------------
+    def read_kernel(self) -> None:
+        proc = subprocess.run([self._tool("save"), "-t", "filter"], capture_output=True, text=True, timeout=60)
+        chains: dict[str, list[str]] = {}
+        hooks: set[str] = set()
+        for line in proc.stdout.splitlines():
+            if line.startswith(":cali-"):
+                chains[line[1:].split()[0]] = []
+            elif line.startswith("-A "):
+                chain = line.split(None, 2)[1]
+                m = _ID.search(line)
+                if chain.startswith("cali-"):
+                    chains.setdefault(chain, []).append(m.group(1) if m else "?")
+                elif m and (m.group(1) in HOOK_IDS.values() or m.group(1) == FORWARD_ACCEPT_ID):
+                    hooks.add(m.group(1))
+        self._chains, self._hooks = chains, hooks
+        self._written = {}
+        self._sets = self._read_sets()
+        self.in_sync = True
+
+    @staticmethod
+    def _read_sets() -> dict[str, tuple[str, set[str]]]:
+        proc = subprocess.run(["ipset", "save"], capture_output=True, text=True, timeout=60)
+        sets: dict[str, tuple[str, set[str]]] = {}
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "create" and parts[1].startswith(OWNED_SET_PREFIXES):
+                sets[parts[1]] = (parts[2], set())
+            elif len(parts) >= 3 and parts[0] == "add" and parts[1] in sets:
+                sets[parts[1]][1].add(parts[2])
+        return sets
+
+    def hooks_present(self) -> bool:
+        return set(HOOK_IDS.values()) | {FORWARD_ACCEPT_ID} <= self._hooks
+
+    # ---- writing ---------------------------------------------------------------------------------
+    def _ipset_script(self, wanted: dict[str, IPSet]) -> tuple[list[str], int]:
+        lines: list[str] = []
+        changes = 0
+        for name, ipset in wanted.items():
+            members = {_member(m) for m in ipset.members}
+            have = self._sets.get(name)
+            family = "family inet "
+            if have is None:
+                lines.append(f"create {name} {ipset.kind} {family}maxelem {MAXELEM}")
+                lines += [f"add {name} {m}" for m in sorted(members)]
+                changes += 1 + len(members)
+            elif have[0] != ipset.kind:
+                tmp = "cali4t" + name[6:][-25:]
+                lines.append(f"create {tmp} {ipset.kind} {family}maxelem {MAXELEM}")
+                lines.append(f"flush {tmp}")
+                lines += [f"add {tmp} {m}" for m in sorted(members)]
+                lines += [f"swap {tmp} {name}", f"destroy {tmp}"]
+                changes += 1 + len(members)
+            else:
+                added, removed = members - have[1], have[1] - members
+                lines += [f"add {name} {m}" for m in sorted(added)]
+                lines += [f"del {name} {m}" for m in sorted(removed)]
+                changes += len(added) + len(removed)
+        return lines, changes
+
+    def apply(self, table: FilterTable, *, insert: bool = True, full: bool = False) -> ApplyStats:
+        started = time.monotonic()
+        stats = ApplyStats()
+        if full or not self.in_sync:
+            self.read_kernel()
+        try:
+            self._apply_sets(table, stats)
+            self._apply_chains(table, stats, insert)
+            self._destroy_unused_sets(table, stats)
+        except PolicyDataplaneError as exc:
+            stats.errors.append(str(exc))
+            self.in_sync = False  # read the kernel again before the next attempt
+        stats.seconds = time.monotonic() - started
+        return stats
+
+    def _apply_sets(self, table: FilterTable, stats: ApplyStats) -> None:
+        lines, changes = self._ipset_script(table.ipsets)
+        if not lines:
+            return
+        stats.ipset_calls += 1
+        self.ipset_calls += 1
+        try:
+            _run(["ipset", "-exist", "restore"], "\n".join(lines) + "\n")
+        except PolicyDataplaneError:
+            self.ipset_errors += 1
+            raise
+        for name, ipset in table.ipsets.items():
+            self._sets[name] = (ipset.kind, {_member(m) for m in ipset.members})
+        stats.set_changes += changes
+
+    def _apply_chains(self, table: FilterTable, stats: ApplyStats, insert: bool) -> None:
+        declare: list[str] = []
+        body: list[str] = []
+        new_ids: dict[str, list[str]] = {}
+        for name, rules in table.chains.items():
+            if self._written.get(name) is rules:
+                continue
+            ids = _ids(name, rules)
+            if self._chains.get(name) == ids:
+                self._written[name] = rules
+                continue
+            new_ids[name] = ids
+            declare.append(f":{name} - [0:0]")
+            body += [f'-A {name} -m comment --comment "cali:{i}" {r}' for i, r in zip(ids, rules, strict=True)]
+        stale = [name for name in self._chains if name not in table.chains]
+        declare += [f":{name} - [0:0]" for name in stale]
+        hooks: list[str] = []
+        for kernel_chain, ours in HOOKS:
+            if HOOK_IDS[kernel_chain] not in self._hooks:
+                verb = f"-I {kernel_chain} 1" if insert else f"-A {kernel_chain}"
+                hooks.append(f'{verb} -m comment --comment "cali:{HOOK_IDS[kernel_chain]}" -j {ours}')
+        if FORWARD_ACCEPT_ID not in self._hooks:
+            hooks.append(f'-A FORWARD -m comment --comment "cali:{FORWARD_ACCEPT_ID}" {FORWARD_ACCEPT}')
+        if not declare and not hooks:
+            return
+        script = ["*filter", *declare, *body, *(f"-X {name}" for name in stale), *hooks, "COMMIT", ""]
+        stats.restore_calls += 1
+        self.restore_calls += 1
+        try:
+            _run([self._tool("restore"), "-w", "5", "--noflush"], "\n".join(script))
+        except PolicyDataplaneError:
+            self.restore_errors += 1
+            raise
+        for name, ids in new_ids.items():
+            self._chains[name] = ids
+            self._written[name] = table.chains[name]
+        for name in stale:
+            self._chains.pop(name, None)
+            self._written.pop(name, None)
+        self._hooks |= set(HOOK_IDS.values()) | {FORWARD_ACCEPT_ID}
+        stats.chains_written += len(new_ids)
+        stats.chains_deleted += len(stale)
+
+    def _destroy_unused_sets(self, table: FilterTable, stats: ApplyStats) -> None:
+        unused = [name for name in self._sets if name not in table.ipsets]
+        if not unused:
+            return
+        stats.ipset_calls += 1
+        self.ipset_calls += 1
+        proc = subprocess.run(["ipset", "-exist", "restore"], input="".join(f"destroy {n}\n" for n in unused),
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            self.ipset_errors += 1
+            log.warning("ipset destroy: %s", proc.stderr.strip()[:300])
+            self._sets = self._read_sets()
+            return
+        for name in unused:
+            del self._sets[name]
+        stats.set_changes += len(unused)
+
+    @property
+    def chain_count(self) -> int:
+        return len(self._chains)
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(ids) for ids in self._chains.values())
+
+    @property
+    def set_count(self) -> int:
+        return len(self._sets)

@@ -1,0 +1,324 @@
+"""The ``PolicyModel`` in Felix's iptables layout (calico-policy.md §4).
+
+Output is the filter table's ``cali-`` chains as rule texts (what follows
+``-A <chain>``), plus the IP sets the rendering itself needs (multi-CIDR
+``nets``/``notNets`` lists). Hooks into the kernel chains are the writer's job.
+Every list of alternatives Felix handles with match blocks (several port
+chunks, numeric and named ports together) becomes several rules with the same
+verdict, which is the same OR.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from pycalico.agent.policy.names import ipset_name, length_limited, set_id
+from pycalico.agent.policy.resolve import (
+    EndpointRules,
+    IPSet,
+    PolicyModel,
+    PolicyRules,
+    ResolvedRule,
+    ResolvedSide,
+)
+
+ACCEPT = 0x10000
+PASS = 0x20000
+SCRATCH = 0x80000 | 0x100000
+ALL_MARKS = ACCEPT | PASS | 0x40000 | SCRATCH
+MULTIPORT_SLOTS = 15
+DISPATCH_SPLIT = 8
+
+FORWARD = "cali-FORWARD"
+INPUT = "cali-INPUT"
+OUTPUT = "cali-OUTPUT"
+FROM_WL = "cali-from-wl-dispatch"
+TO_WL = "cali-to-wl-dispatch"
+WL_TO_HOST = "cali-wl-to-host"
+FROM_HEP = "cali-from-host-endpoint"
+TO_HEP = "cali-to-host-endpoint"
+FROM_HEP_FWD = "cali-from-hep-forward"
+TO_HEP_FWD = "cali-to-hep-forward"
+FAILSAFE_IN = "cali-failsafe-in"
+FAILSAFE_OUT = "cali-failsafe-out"
+TUNNEL_HOSTS_SET = "cali40all-vxlan-net"
+OWNED_SET_PREFIXES = ("cali40s:", "cali40n:", "cali40c:", TUNNEL_HOSTS_SET)
+
+
+def _mark(bits: int) -> str:
+    return f"-m mark --mark {bits:#x}/{bits:#x}"
+
+
+def _unmarked(bits: int) -> str:
+    return f"-m mark --mark 0x0/{bits:#x}"
+
+
+def _set_mark(bits: int) -> str:
+    return f"-j MARK --set-xmark {bits:#x}/{bits:#x}"
+
+
+def _clear(bits: int) -> str:
+    return f"-j MARK --set-xmark 0x0/{bits:#x}"
+
+
+def policy_chain(direction: str, ident: str) -> str:
+    return length_limited(f"cali-p{direction}-", ident)
+
+
+def profile_chain(direction: str, name: str) -> str:
+    return length_limited(f"cali-pr{direction}-", name)
+
+
+def endpoint_chain(prefix: str, iface: str) -> str:
+    return length_limited(prefix, iface)
+
+
+@dataclass
+class FilterTable:
+    chains: dict[str, list[str]] = field(default_factory=dict)
+    ipsets: dict[str, IPSet] = field(default_factory=dict)  # model's sets + the renderer's own
+
+
+def _port_chunks(ports: tuple[str, ...]) -> list[str]:
+    """Multiport lists of at most 15 slots (a range takes two)."""
+    chunks: list[str] = []
+    current: list[str] = []
+    slots = 0
+    for port in ports:
+        need = 2 if ":" in port else 1
+        if current and slots + need > MULTIPORT_SLOTS:
+            chunks.append(",".join(current))
+            current, slots = [], 0
+        current.append(port)
+        slots += need
+    if current:
+        chunks.append(",".join(current))
+    return chunks
+
+
+class Renderer:
+    def __init__(self) -> None:
+        self._policy_cache: dict[tuple[str, str], tuple[PolicyRules, list[str], list[str]]] = {}
+        self.net_sets: dict[str, IPSet] = {}
+
+    # ---- matches -----------------------------------------------------------------------------------
+    def _nets_set(self, nets: tuple[str, ...]) -> str:
+        name = ipset_name(set_id("c", ",".join(sorted(nets))))
+        self.net_sets[name] = IPSet(name, "hash:net", frozenset(nets))
+        return name
+
+    def _side(self, side: ResolvedSide, flag: str, direction: str) -> tuple[list[str], list[list[str]]]:
+        """(always-present match args, alternatives for the ports part) for one side."""
+        args: list[str] = []
+        if len(side.nets) == 1:
+            args += [f"-{flag[0]}", side.nets[0]]
+        elif side.nets:
+            args += ["-m", "set", "--match-set", self._nets_set(side.nets), direction]
+        if side.set:
+            args += ["-m", "set", "--match-set", side.set, direction]
+        if len(side.not_nets) == 1:
+            args += ["!", f"-{flag[0]}", side.not_nets[0]]
+        elif side.not_nets:
+            args += ["-m", "set", "!", "--match-set", self._nets_set(side.not_nets), direction]
+        if side.not_set:
+            args += ["-m", "set", "!", "--match-set", side.not_set, direction]
+        port_flag = "--source-ports" if direction == "src" else "--destination-ports"
+        for chunk in _port_chunks(side.not_ports):
+            args += ["-m", "multiport", "!", port_flag, chunk]
+        for named in side.not_named_port_sets:
+            args += ["-m", "set", "!", "--match-set", named, f"{direction},{direction}"]
+        alternatives = [["-m", "multiport", port_flag, chunk] for chunk in _port_chunks(side.ports)]
+        alternatives += [["-m", "set", "--match-set", named, f"{direction},{direction}"]
+                         for named in side.named_port_sets]
+        return args, alternatives
+
+    def _matches(self, rule: ResolvedRule) -> list[str]:
+        """Each a complete match text; the rule matches when any of them matches."""
+        head: list[str] = []
+        if rule.protocol:
+            head += ["-p", rule.protocol]
+        elif rule.not_protocol:
+            head += ["!", "-p", rule.not_protocol]
+        src_args, src_alt = self._side(rule.src, "s", "src")
+        dst_args, dst_alt = self._side(rule.dst, "d", "dst")
+        tail: list[str] = []
+        if rule.icmp is not None and rule.protocol == "icmp":
+            icmp_type, code = rule.icmp
+            tail += ["-m", "icmp", "--icmp-type", f"{icmp_type}/{code}" if code is not None else str(icmp_type)]
+        if rule.not_icmp is not None and rule.protocol == "icmp":
+            icmp_type, code = rule.not_icmp
+            tail += ["-m", "icmp", "!", "--icmp-type",
+                     f"{icmp_type}/{code}" if code is not None else str(icmp_type)]
+        base = head + src_args + dst_args + tail
+        out = []
+        for src, dst in itertools.product(src_alt or [[]], dst_alt or [[]]):
+            out.append(" ".join(base + src + dst))
+        return out
+
+    def _rule(self, rule: ResolvedRule, deny: str, log_prefix: str) -> list[str]:
+        if rule.protocol and rule.not_protocol == rule.protocol:
+            return []  # can never match
+        matches = self._matches(rule)
+        if rule.action == "allow":
+            return [f"{m} {_set_mark(ACCEPT)}".strip() for m in matches] + [f"{_mark(ACCEPT)} -j RETURN"]
+        if rule.action == "pass":
+            return [f"{m} {_set_mark(PASS)}".strip() for m in matches] + [f"{_mark(PASS)} -j RETURN"]
+        if rule.action == "log":
+            return [f'{m} -j LOG --log-prefix "{log_prefix}: " --log-level 5'.strip() for m in matches]
+        return [f"{m} -j {deny}".strip() for m in matches]
+
+    def _rules_chain(self, rules: tuple[ResolvedRule, ...], deny: str, log_prefix: str) -> list[str]:
+        out: list[str] = []
+        for rule in rules:
+            out += self._rule(rule, deny, log_prefix)
+        if out and out[-1] == f"{_mark(ACCEPT)} -j RETURN":
+            out.pop()  # a trailing RETURN is a no-op: the caller tests the mark next
+        return out
+
+    def _policy_chains(self, kind: str, pol: PolicyRules, deny: str, log_prefix: str) -> dict[str, list[str]]:
+        name_of = policy_chain if kind == "policy" else profile_chain
+        cached = self._policy_cache.get((kind, pol.ident))
+        if cached is None or cached[0] is not pol:
+            cached = (pol, self._rules_chain(pol.ingress, deny, log_prefix),
+                      self._rules_chain(pol.egress, deny, log_prefix))
+            self._policy_cache[(kind, pol.ident)] = cached
+        return {name_of("i", pol.ident): cached[1], name_of("o", pol.ident): cached[2]}
+
+    def forget(self, idents: set[tuple[str, str]]) -> None:
+        for key in list(self._policy_cache):
+            if key not in idents:
+                del self._policy_cache[key]
+
+    # ---- endpoints ----------------------------------------------------------------------------------
+    @staticmethod
+    def _endpoint(ep: EndpointRules, ingress: bool, model: PolicyModel, host: bool) -> list[str]:
+        p = model.params
+        deny = p.filter_deny_action
+        rules = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+        if not p.disable_conntrack_invalid_check:
+            rules.append("-m conntrack --ctstate INVALID -j DROP")
+        rules.append(_clear(ACCEPT | PASS))
+        if host:
+            rules.append(f"-j {FAILSAFE_IN if ingress else FAILSAFE_OUT}")
+        elif not ingress:
+            if not p.allow_vxlan_from_workloads:
+                rules.append(f"-p udp -m udp --dport {p.vxlan_port} -j DROP")
+            if not p.allow_ipip_from_workloads:
+                rules.append("-p 4 -j DROP")
+        direction = "i" if ingress else "o"
+        for tier in ep.ingress if ingress else ep.egress:
+            rules.append(_clear(PASS))
+            for ident in tier.policies:
+                rules.append(f"{_unmarked(PASS)} -j {policy_chain(direction, ident)}")
+                rules.append(f"{_mark(ACCEPT)} -j RETURN")
+            if tier.end_drop:
+                rules.append(f"{_unmarked(PASS)} -j {deny}")
+        for name in ep.profiles:
+            rules.append(f"-j {profile_chain(direction, name)}")
+            rules.append(f"{_mark(ACCEPT)} -j RETURN")
+        rules.append(f"-j {deny}")
+        return rules
+
+    @staticmethod
+    def _dispatch(root: str, flag: str, target: str, ifaces: list[str], *, final: str | None) -> dict[str, list[str]]:
+        names = sorted(ifaces)
+        chains: dict[str, list[str]] = {}
+        end = [final] if final else []
+        if len(names) <= DISPATCH_SPLIT:
+            chains[root] = [f"{flag} {n} -g {endpoint_chain(target, n)}" for n in names] + end
+            return chains
+        common = names[0]
+        for n in names[1:]:
+            while not n.startswith(common):
+                common = common[:-1]
+        buckets: dict[str, list[str]] = {}
+        for n in names:
+            buckets.setdefault(n[len(common):len(common) + 1], []).append(n)
+        root_rules = []
+        for ch, members in sorted(buckets.items()):
+            if len(members) == 1 or not ch:
+                root_rules += [f"{flag} {n} -g {endpoint_chain(target, n)}" for n in members]
+                continue
+            child = f"{root}-{ch}"
+            root_rules.append(f"{flag} {common}{ch}+ -g {child}")
+            chains[child] = [f"{flag} {n} -g {endpoint_chain(target, n)}" for n in members] + end
+        chains[root] = root_rules + end
+        return chains
+
+    # ---- the table ----------------------------------------------------------------------------------
+    def render(self, model: PolicyModel) -> FilterTable:
+        p = model.params
+        deny = p.filter_deny_action
+        self.net_sets = {}
+        chains: dict[str, list[str]] = {}
+        for pol in model.policies.values():
+            chains.update(self._policy_chains("policy", pol, deny, p.log_prefix))
+        for prof in model.profiles.values():
+            chains.update(self._policy_chains("profile", prof, deny, p.log_prefix))
+        self.forget({("policy", i) for i in model.policies} | {("profile", n) for n in model.profiles})
+        for iface, ep in model.workloads.items():
+            chains[endpoint_chain("cali-tw-", iface)] = self._endpoint(ep, True, model, host=False)
+            chains[endpoint_chain("cali-fw-", iface)] = self._endpoint(ep, False, model, host=False)
+        wl = list(model.workloads)
+        chains.update(self._dispatch(FROM_WL, "-i", "cali-fw-", wl, final=f"-j {deny}"))
+        chains.update(self._dispatch(TO_WL, "-o", "cali-tw-", wl, final=f"-j {deny}"))
+
+        hosts = {i: ep for i, ep in model.hosts.items() if i != "*"}
+        for iface, ep in model.hosts.items():
+            chains[endpoint_chain("cali-fh-", iface)] = self._endpoint(ep, True, model, host=True)
+            chains[endpoint_chain("cali-th-", iface)] = self._endpoint(ep, False, model, host=True)
+        from_hep = self._dispatch(FROM_HEP, "-i", "cali-fh-", list(hosts), final=None)
+        to_hep = self._dispatch(TO_HEP, "-o", "cali-th-", list(hosts), final=None)
+        if model.hosts:
+            from_hep[FROM_HEP].insert(0, "-i lo -j RETURN")
+            to_hep[TO_HEP].insert(0, "-o lo -j RETURN")
+        if "*" in model.hosts:
+            from_hep[FROM_HEP].append(f"-g {endpoint_chain('cali-fh-', '*')}")
+            to_hep[TO_HEP].append(f"-g {endpoint_chain('cali-th-', '*')}")
+        chains.update(from_hep)
+        chains.update(to_hep)
+        chains[FROM_HEP_FWD] = []
+        chains[TO_HEP_FWD] = []
+        chains[FAILSAFE_IN] = [f"-p {proto} -m {proto} --dport {port} -j ACCEPT" for proto, port in p.failsafe_in]
+        chains[FAILSAFE_OUT] = [f"-p {proto} -m {proto} --dport {port} -j ACCEPT" for proto, port in p.failsafe_out]
+        chains.update(static_chains(model))
+        ipsets = dict(model.ipsets)
+        ipsets.update(self.net_sets)
+        if model.hosts and model.tunnel_hosts:
+            ipsets[TUNNEL_HOSTS_SET] = IPSet(TUNNEL_HOSTS_SET, "hash:net", frozenset(model.tunnel_hosts))
+        return FilterTable(chains, ipsets)
+
+
+def static_chains(model: PolicyModel) -> dict[str, list[str]]:
+    p = model.params
+    prefixes = p.interface_prefixes
+    forward = [_clear(ALL_MARKS & ~ACCEPT), f"{_unmarked(ACCEPT)} -j {FROM_HEP_FWD}"]
+    forward += [f"-i {pre}+ -j {FROM_WL}" for pre in prefixes]
+    forward += [f"-o {pre}+ -j {TO_WL}" for pre in prefixes]
+    forward.append(f"-j {TO_HEP_FWD}")
+    inp: list[str] = []
+    if model.hosts and model.tunnel_hosts:
+        inp.append(f"-p udp -m udp --dport {p.vxlan_port} -m set --match-set {TUNNEL_HOSTS_SET} src "
+                   "-m addrtype --dst-type LOCAL -j ACCEPT")
+    inp += [f"-i {pre}+ -g {WL_TO_HOST}" for pre in prefixes]
+    inp += [f"{_mark(ACCEPT)} -j ACCEPT", _clear(ALL_MARKS), f"-j {FROM_HEP}", f"{_mark(ACCEPT)} -j ACCEPT"]
+    output = [f"{_mark(ACCEPT)} -j ACCEPT"]
+    output += [f"-o {pre}+ -j RETURN" for pre in prefixes]
+    output += [_clear(ALL_MARKS), f"-m conntrack ! --ctstate DNAT -j {TO_HEP}", f"{_mark(ACCEPT)} -j ACCEPT"]
+    to_host = [f"-j {FROM_WL}", f"-j {p.endpoint_to_host_action}"]
+    return {FORWARD: forward, INPUT: inp, OUTPUT: output, WL_TO_HOST: to_host}
+
+
+def fail_closed_skeleton(model: PolicyModel) -> dict[str, list[str]]:
+    """The chains before the agent knows any endpoint: every workload interface dropped."""
+    deny = model.params.filter_deny_action
+    chains = static_chains(model)
+    chains.update({FROM_WL: [f"-j {deny}"], TO_WL: [f"-j {deny}"], FROM_HEP: [], TO_HEP: [],
+                   FROM_HEP_FWD: [], TO_HEP_FWD: []})
+    return chains
+
+
+# The rules the writer puts into the kernel's own chains (table filter).
+HOOKS = (("FORWARD", FORWARD), ("INPUT", INPUT), ("OUTPUT", OUTPUT))
+FORWARD_ACCEPT = f"{_mark(ACCEPT)} -j ACCEPT"
