@@ -27,14 +27,15 @@ Generic on purpose: it knows prefixes and revisions, not Calico's JSON.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pycalico.datastore.etcd import EtcdClient, KeyValue, WatchEvent
 from pycalico.datastore.watch import PrefixWatcher
-from pycalico.errors import DatastoreUnavailable
+from pycalico.errors import DatastoreUnavailable, OutcomeUnknown
 from pycalico.model import keys
 
 log = logging.getLogger("pycalico.cni.cache")
@@ -56,10 +57,11 @@ MAX_TOMBSTONES = 4096
 
 
 class ReconnectingEtcdClient(EtcdClient):
-    """Works around a gap in EtcdClient: a kept-alive TLS connection that etcd closed
-    (etcd restarted) fails with SSLEOFError, which is not retried on a new connection
-    the way RemoteDisconnected is. The failed connection is dropped by then, so one
-    more try connects afresh; with etcd really down it fails again at once."""
+    """One more pass over the endpoints when none could be reached. Safe for writes
+    too: DatastoreUnavailable means no endpoint took the request (EtcdClient raises
+    OutcomeUnknown, never retried here, once a write may have been taken). A kept-alive
+    connection etcd closed (a restart) is found by EtcdClient before it writes on it, so
+    this pass is only a second chance for an endpoint that was coming back."""
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -84,8 +86,8 @@ class CachingEtcdClient(ReconnectingEtcdClient):
     def start_mirror(self, prefixes: Sequence[str] = MIRRORED) -> CachingEtcdClient:
         for prefix in prefixes:
             watcher = PrefixWatcher(
-                self, prefix,
-                on_sync=lambda kvs, rev, p=prefix: self._on_sync(p, kvs, rev),
+                self, prefix, None,
+                on_sync_pages=functools.partial(self._on_sync, prefix),
                 on_events=self._on_events,
                 name=f"cni-cache {prefix}",
             )
@@ -115,15 +117,19 @@ class CachingEtcdClient(ReconnectingEtcdClient):
             else:
                 self._tombstones.pop(key, None)
 
-    def _on_sync(self, prefix: str, kvs: list[KeyValue], revision: int) -> None:
+    def _on_sync(self, prefix: str, revision: int, pages: Iterator[list[KeyValue]]) -> None:
+        """A snapshot, applied page by page; keys it did not list are gone."""
+        present: set[str] = set()
+        for page in pages:
+            with self._cache_lock:
+                for kv in page:
+                    present.add(kv.key)
+                    self._store(kv.key, kv, kv.mod_revision)
         with self._cache_lock:
-            present = {kv.key for kv in kvs}
             for key in [k for k in self._kvs if k.startswith(prefix) and k not in present]:
                 if self._revs.get(key, 0) <= revision:
                     self._kvs[key] = None
                     self._revs[key] = revision
-            for kv in kvs:
-                self._store(kv.key, kv, kv.mod_revision)
 
     def _on_events(self, events: list[WatchEvent]) -> None:
         with self._cache_lock:
@@ -194,8 +200,22 @@ class CachingEtcdClient(ReconnectingEtcdClient):
 
     # ---- write-through -----------------------------------------------------------------
 
+    def _forget(self, keys_written: Sequence[str]) -> None:
+        """A write whose outcome is unknown: what we remember of its blocks and handles
+        may be stale, so they are asked of etcd again. Mirrored keys stay: their watch
+        tells whether the write landed, and forgetting one would read as "not there"."""
+        with self._cache_lock:
+            for key in keys_written:
+                if key.startswith(REMEMBERED):
+                    self._kvs.pop(key, None)
+                    self._revs.pop(key, None)
+
     def put(self, key: str, value: str, *, lease: int = 0) -> int:
-        revision = super().put(key, value, lease=lease)
+        try:
+            revision = super().put(key, value, lease=lease)
+        except OutcomeUnknown:
+            self._forget([key])
+            raise
         if self._watchers and key.startswith(CACHED):
             with self._cache_lock:
                 old = self._kvs.get(key)
@@ -218,7 +238,11 @@ class CachingEtcdClient(ReconnectingEtcdClient):
 
     def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
             failure: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        resp = super().txn(compare, success, failure)
+        try:
+            resp = super().txn(compare, success, failure)
+        except OutcomeUnknown as exc:
+            self._forget(exc.keys)
+            raise
         if not self._watchers:
             return resp
         revision = int((resp.get("header") or {}).get("revision", 0) or 0)

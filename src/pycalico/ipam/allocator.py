@@ -1,9 +1,16 @@
 """Calico's block IPAM on etcd (calico-internals §2): affinities, blocks, handles.
 
-Every write that can race is a compare-and-swap, retried on conflict. The
-handle is incremented before the block is written and rolled back if the
-block write loses, so a crash leaves at worst a handle count too high, never
-an address owned by nobody.
+Every write that can race is a compare-and-swap, retried on conflict. A block
+and the handles it counts are written in one transaction, so a crash leaves no
+count behind and no address owned by nobody.
+
+A write whose reply was lost (``OutcomeUnknown``) is settled by reading, never
+resent blind: an assignment stamps each ordinal with the block's sequence number
+(``sequenceNumberForAllocation``), so "the block holds our handle at these ordinals
+with that stamp" says our commit landed. A retry compares the same mod_revision the
+uncertain commit did (or a newer one, which that commit can no longer match), so at
+most one of them is applied, and every block we look at afterwards — reads and the
+current values of a lost compare — is checked for the first one's stamp.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from pycalico.datastore import settle
 from pycalico.datastore.etcd import EtcdClient, KeyValue
-from pycalico.errors import IPAMError, KeyExists, KeyNotFound, PoolExhausted, RevisionConflict
+from pycalico.errors import IPAMError, KeyExists, KeyNotFound, OutcomeUnknown, PoolExhausted, RevisionConflict
 from pycalico.ipam.block import AllocationBlock
 from pycalico.model import IPPool, Node, ResourceStore, keys
 
@@ -36,6 +44,22 @@ TUNNEL_TYPES = {
 IPv4or6Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 # Keys to write in the transaction that assigns the addresses it is given.
 ExtraPuts = Callable[[list[IPv4or6Interface]], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """An assignment commit whose outcome is unknown: its ordinals and their stamp."""
+
+    ordinals: tuple[int, ...]
+    stamp: int
+    completing: bool
+
+    def landed_in(self, block: AllocationBlock, handle: str) -> bool:
+        for o in self.ordinals:
+            if o >= len(block.allocations) or block.handle_of(o) != handle \
+                    or block.sequence_for_allocation.get(str(o)) != self.stamp:
+                return False
+        return True
 
 
 @dataclass
@@ -157,7 +181,7 @@ class IPAM:
         return IpamConfig.from_json(kv.json()) if kv else IpamConfig()
 
     def set_config(self, config: IpamConfig) -> None:
-        self.client.put(keys.IPAM_CONFIG_KEY, json.dumps(config.to_json()))
+        settle.put_settled(self.client, keys.IPAM_CONFIG_KEY, json.dumps(config.to_json()))
 
     # ---- reading ----------------------------------------------------------------------
     def _read_block(self, cidr: str) -> tuple[AllocationBlock, int] | None:
@@ -234,62 +258,48 @@ class IPAM:
                      and p.selects_node(labels)]
         return [p for p in pools if use in p.allowed_uses]
 
-    # ---- handles ----------------------------------------------------------------------
-    def _handle_add(self, handle: str, cidr: str, delta: int) -> None:
-        key = keys.handle_key(handle)
-        for _ in range(RETRIES):
-            kv = self.client.get(key)
-            if kv is None:
-                if delta <= 0:
-                    return
-                try:
-                    self.client.create(key, json.dumps({"block": {cidr: delta}, "deleted": False}))
-                    return
-                except KeyExists:
-                    continue
-            data = kv.json()
-            counts: dict[str, int] = dict(data.get("block") or {})
-            counts[cidr] = counts.get(cidr, 0) + delta
-            if counts[cidr] <= 0:
-                del counts[cidr]
-            try:
-                if counts:
-                    self.client.update(key, json.dumps({"block": counts, "deleted": False}), kv.mod_revision)
-                else:
-                    self.client.delete(key, mod_revision=kv.mod_revision)
-                return
-            except (RevisionConflict, KeyNotFound):
-                continue
-        raise IPAMError(f"handle {handle}: too many conflicting updates")
-
     # ---- assignment -------------------------------------------------------------------
     def _assign_in_block(self, cidr: str, num: int, handle: str, attrs: dict[str, str],
                          require_host: str | None, block_kv: KeyValue | None = None,
                          extras: _Extras | None = None,
-                         prior: Sequence[IPv4or6Interface] = ()) -> list[IPv4or6Interface]:
-        """Assign up to ``num`` addresses from one block; [] when it has none to give.
+                         prior: Sequence[IPv4or6Interface] = (), *,
+                         ordinal: int | None = None) -> list[IPv4or6Interface]:
+        """Assign up to ``num`` addresses (or exactly ``ordinal``) from one block; []
+        when it has none to give.
 
         The block and the handle are written in one transaction (Calico writes the
         handle first and rolls it back on a lost race; one transaction cannot leave
-        a count behind), with ``extras`` when these addresses complete the request."""
+        a count behind), with ``extras`` when these addresses complete the request.
+        A commit whose reply is lost is settled as the module docstring says."""
         block_key, handle_key = keys.block_key(cidr), keys.handle_key(handle)
         if block_kv is None:
             block_kv = self.client.get(block_key)
         handle_kv: KeyValue | None = None  # assume a new handle; a lost compare tells us otherwise
+        uncertain: list[_Attempt] = []
         for _ in range(RETRIES):
             if block_kv is None:
-                return []
+                return []  # gone: an uncertain commit compared its mod_revision and cannot land
             block = AllocationBlock.from_json(block_kv.json())
+            landed = next((a for a in uncertain if a.landed_in(block, handle)), None)
+            if landed is not None:
+                if landed.completing and extras is not None:
+                    extras.written = True
+                return self._addresses(block, landed.ordinals)
             if block.deleted or (require_host is not None and block.host() != require_host):
                 return []
-            ordinals = block.assign(num, handle, attrs)
+            stamp = block.sequence_number
+            if ordinal is None:
+                ordinals = block.assign(num, handle, attrs)
+            elif block.assign_ordinal(ordinal, handle, attrs):
+                ordinals = [ordinal]
+            else:
+                raise IPAMError(f"{block.address(ordinal)} is already assigned (handle {block.handle_of(ordinal)})")
             if not ordinals:
                 return []
             block.bump()
             counts = dict(handle_kv.json().get("block") or {}) if handle_kv else {}
             counts[cidr] = counts.get(cidr, 0) + len(ordinals)
-            prefix = block.network.prefixlen
-            addrs = [ipaddress.ip_interface(f"{block.address(o)}/{prefix}") for o in ordinals]
+            addrs = self._addresses(block, ordinals)
             puts = {block_key: json.dumps(block.to_json()), handle_key: json.dumps({"block": counts, "deleted": False})}
             expected = {block_key: block_kv.mod_revision, handle_key: handle_kv.mod_revision if handle_kv else 0}
             completing = extras if extras is not None and len(prior) + len(addrs) == extras.wanted else None
@@ -297,16 +307,29 @@ class IPAM:
                 more = completing.make([*prior, *addrs])
                 puts.update(more)
                 expected.update(dict.fromkeys(more, 0))
-            ok, current = self.client.commit(expected, puts)
+            try:
+                ok, current = self.client.commit(expected, puts)
+            except OutcomeUnknown as exc:
+                uncertain.append(_Attempt(tuple(ordinals), stamp, completing is not None))
+                block_kv, handle_kv = settle.current(self.client, [block_key, handle_key], exc)
+                continue
             if ok:
                 if completing is not None:
                     completing.written = True
                 return addrs
+            block_kv, handle_kv = current[block_key], current[handle_key]
+            if block_kv is not None and any(a.landed_in(AllocationBlock.from_json(block_kv.json()), handle)
+                                            for a in uncertain):
+                continue  # an earlier, uncertain commit of ours is what changed the block
             taken = next((k for k in expected if k not in (block_key, handle_key) and current.get(k)), None)
             if taken is not None:
                 raise KeyExists(taken)
-            block_kv, handle_kv = current[block_key], current[handle_key]
         raise IPAMError(f"block {cidr}: too many conflicting updates")
+
+    @staticmethod
+    def _addresses(block: AllocationBlock, ordinals: Sequence[int]) -> list[IPv4or6Interface]:
+        prefix = block.network.prefixlen
+        return [ipaddress.ip_interface(f"{block.address(o)}/{prefix}") for o in ordinals]
 
     def _claim_block(self, host: str, pools: list[IPPool], config: IpamConfig, owned: int) -> str | None:
         """Claim a free block in one of ``pools`` for ``host`` (which owns ``owned``); returns its CIDR."""
@@ -337,22 +360,24 @@ class IPAM:
             yield ipaddress.ip_network((base + index * step, pool.block_size))
 
     def _claim(self, host: str, cidr: str) -> bool:
-        """Two-phase claim: pending affinity → block create → confirmed affinity."""
+        """Two-phase claim: pending affinity → block create → confirmed affinity.
+        The affinity is this host's own key (written under its lock), so repeating
+        its puts is harmless; the block's value is unique (its sequenceNumber)."""
         aff_key = keys.affinity_key(host, cidr)
         pending = json.dumps({"state": "pending", "deleted": False})
         try:
-            self.client.create(aff_key, pending)
+            settle.create_settled(self.client, aff_key, pending)
         except KeyExists:
-            self.client.put(aff_key, pending)
+            settle.put_settled(self.client, aff_key, pending)
         block = AllocationBlock.new(cidr, f"host:{host}", _now())
         try:
-            self.client.create(keys.block_key(cidr), json.dumps(block.to_json()))
+            settle.create_settled(self.client, keys.block_key(cidr), json.dumps(block.to_json()))
         except KeyExists:
             read = self._read_block(cidr)
             if read is None or read[0].host() != host:
                 self.client.delete(aff_key)
                 return False
-        self.client.put(aff_key, json.dumps({"state": "confirmed", "deleted": False}))
+        settle.put_settled(self.client, aff_key, json.dumps({"state": "confirmed", "deleted": False}))
         return True
 
     def auto_assign(self, handle: str, attrs: dict[str, str], host: str, num: int = 1, *,
@@ -420,11 +445,32 @@ class IPAM:
                 raise PoolExhausted([p.name for p in candidates], reason)
             if extras is not None and not extras.written:
                 more = extras.make(result)
-                ok, current = self.client.commit(dict.fromkeys(more, 0), more)
-                if not ok:
+                taken = self._create_all(more)
+                if taken is not None:
                     self.release_ips([str(r.ip) for r in result])
-                    raise KeyExists(next((k for k in more if current.get(k)), next(iter(more))))
+                    raise KeyExists(taken)
             return result
+
+    def _create_all(self, values: dict[str, str]) -> str | None:
+        """Create every key in one transaction; None when done, else a key that exists.
+        A lost reply is settled by reading: our values there → created (they carry uids)."""
+        uncertain: OutcomeUnknown | None = None
+        for _ in range(10):
+            try:
+                ok, current = self.client.commit(dict.fromkeys(values, 0), values)
+            except OutcomeUnknown as exc:
+                uncertain = exc
+                current = dict(zip(values, settle.current(self.client, list(values), exc), strict=True))
+                if all(current.get(k) is None for k in values):
+                    continue  # not applied (yet): the same create-if-absent again is exclusive with it
+                ok = False
+            if ok:
+                return None
+            if all((kv := current.get(k)) is not None and kv.value == v for k, v in values.items()):
+                return None  # our earlier, uncertain commit
+            return next((k for k in values if current.get(k)), next(iter(values)))
+        assert uncertain is not None
+        raise uncertain
 
     def assign_ip(self, ip: str, handle: str, attrs: dict[str, str], host: str) -> None:
         """Assign one given address (e.g. a requested IP). Claims its block if free."""
@@ -437,22 +483,9 @@ class IPAM:
         with self.host_lock(host):
             if self._read_block(cidr) is None:
                 self._claim(host, cidr)
-            for _ in range(RETRIES):
-                read = self._read_block(cidr)
-                if read is None:
-                    raise IPAMError(f"block {cidr} vanished while assigning {ip}")
-                block, rev = read
-                ordinal = block.ordinal(addr)
-                if not block.assign_ordinal(ordinal, handle, attrs):
-                    raise IPAMError(f"{ip} is already assigned (handle {block.handle_of(ordinal)})")
-                block.bump()
-                self._handle_add(handle, cidr, 1)
-                try:
-                    self.client.update(keys.block_key(cidr), json.dumps(block.to_json()), rev)
-                    return
-                except (RevisionConflict, KeyNotFound):
-                    self._handle_add(handle, cidr, -1)
-            raise IPAMError(f"block {cidr}: too many conflicting updates")
+            ordinal = int(addr) - int(ipaddress.ip_network(cidr).network_address)
+            if not self._assign_in_block(cidr, 1, handle, attrs, None, ordinal=ordinal):
+                raise IPAMError(f"block {cidr} vanished while assigning {ip}")
 
     # ---- release ----------------------------------------------------------------------
     def _write_or_delete_block(self, block: AllocationBlock, rev: int) -> None:
@@ -464,11 +497,20 @@ class IPAM:
             self.client.update(keys.block_key(block.cidr), json.dumps(block.to_json()), rev)
 
     def release_by_handle(self, handle: str) -> int:
-        """Free every address of ``handle``. Idempotent; returns how many were freed."""
+        """Free every address of ``handle``. Idempotent; returns how many were freed.
+        A commit whose reply was lost is settled by the next read of the handle: it no
+        longer counts that block and moved on from the revision we compared → applied."""
         handle_key = keys.handle_key(handle)
         total = 0
+        uncertain: tuple[int, str, int] | None = None  # (handle mod_revision compared, cidr, freed)
         for _ in range(RETRIES):
             handle_kv = self.client.get(handle_key)
+            if uncertain is not None:
+                rev, done_cidr, done = uncertain
+                uncertain = None
+                if handle_kv is None or (handle_kv.mod_revision != rev
+                                         and done_cidr not in (handle_kv.json().get("block") or {})):
+                    total += done
             if handle_kv is None:
                 return total
             counts: dict[str, int] = dict(handle_kv.json().get("block") or {})
@@ -499,7 +541,12 @@ class IPAM:
             expected = {handle_key: handle_kv.mod_revision}
             if block_kv is not None:
                 expected[block_key] = block_kv.mod_revision
-            ok, _ = self.client.commit(expected, puts, deletes)
+            try:
+                ok, _ = self.client.commit(expected, puts, deletes)
+            except OutcomeUnknown as exc:
+                settle.read_to_settle(exc, lambda: self.client.get(handle_key))  # etcd answers again
+                uncertain = (handle_kv.mod_revision, cidr, freed)
+                continue
             if ok:
                 total += freed
         raise IPAMError(f"handle {handle}: too many conflicting updates")
@@ -517,28 +564,68 @@ class IPAM:
             else:
                 by_block.setdefault(owner, []).append(addr)
         for cidr, addrs in by_block.items():
-            for _ in range(RETRIES):
-                read = self._read_block(cidr)
-                if read is None:
-                    not_allocated += [str(a) for a in addrs]
-                    break
-                block, rev = read
-                ordinals = [block.ordinal(a) for a in addrs]
-                missing = [str(a) for a, o in zip(addrs, ordinals, strict=True) if block.allocations[o] is None]
-                freed = block.release(ordinals)
-                if not freed:
-                    not_allocated += missing
-                    break
-                try:
-                    self._write_or_delete_block(block, rev)
-                except (RevisionConflict, KeyNotFound):
-                    continue
-                not_allocated += missing
-                for handle, count in freed.items():
-                    if handle:
-                        self._handle_add(handle, cidr, -count)
-                break
+            not_allocated += self._release_in_block(cidr, addrs)
         return not_allocated
+
+    def _release_in_block(self, cidr: str, addrs: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> list[str]:
+        """Free ``addrs`` of one block and take them off their handles' counts, in one
+        transaction. A lost reply is settled by the next read of the block: the ordinals
+        we freed no longer hold the allocation (handle and stamp) they held → applied."""
+        block_key = keys.block_key(cidr)
+        uncertain: dict[int, tuple[str | None, int | None]] = {}  # ordinal → (handle, stamp) we freed
+        for _ in range(RETRIES):
+            block_kv = self.client.get(block_key)
+            block = AllocationBlock.from_json(block_kv.json()) if block_kv is not None else None
+            if block is not None and block.deleted:
+                block = None
+            if uncertain:
+                if block is None or all((block.handle_of(o), block.sequence_for_allocation.get(str(o))) != was
+                                        for o, was in uncertain.items()):
+                    # applied: what it freed was ours; the rest were not allocated then
+                    base = int(ipaddress.ip_network(cidr).network_address)
+                    return [str(a) for a in addrs if int(a) - base not in uncertain]
+                uncertain = {}  # not applied (its compare can no longer match, or we retry the same)
+            if block is None or block_kv is None:
+                return [str(a) for a in addrs]
+            ordinals = [block.ordinal(a) for a in addrs]
+            before = {o: (block.handle_of(o), block.sequence_for_allocation.get(str(o))) for o in ordinals
+                      if block.allocations[o] is not None}
+            missing = [str(a) for a, o in zip(addrs, ordinals, strict=True) if o not in before]
+            freed = block.release(ordinals)
+            if not freed:
+                return missing
+            handles = sorted(h for h in freed if h)
+            handle_kvs = dict(zip(handles, (kvs[0] if kvs else None for kvs in self.client.read_many(
+                [(keys.handle_key(h), False) for h in handles])), strict=True))
+            puts: dict[str, str] = {}
+            deletes: list[str] = []
+            expected = {block_key: block_kv.mod_revision}
+            if block.is_empty() and block.affinity is None:
+                deletes.append(block_key)
+            else:
+                block.bump()
+                puts[block_key] = json.dumps(block.to_json())
+            for h, kv in handle_kvs.items():
+                if kv is None:
+                    continue
+                counts: dict[str, int] = dict(kv.json().get("block") or {})
+                counts[cidr] = counts.get(cidr, 0) - freed[h]
+                if counts[cidr] <= 0:
+                    del counts[cidr]
+                expected[keys.handle_key(h)] = kv.mod_revision
+                if counts:
+                    puts[keys.handle_key(h)] = json.dumps({"block": counts, "deleted": False})
+                else:
+                    deletes.append(keys.handle_key(h))
+            try:
+                ok, _ = self.client.commit(expected, puts, deletes)
+            except OutcomeUnknown as exc:
+                settle.read_to_settle(exc, lambda: self.client.get(block_key))  # etcd answers again
+                uncertain = before
+                continue
+            if ok:
+                return missing
+        raise IPAMError(f"block {cidr}: too many conflicting updates")
 
     def ips_by_handle(self, handle: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         kv = self.client.get(keys.handle_key(handle))
@@ -553,11 +640,12 @@ class IPAM:
 
     def release_block_affinity(self, host: str, cidr: str, *, must_be_empty: bool = False) -> bool:
         """Give up ``host``'s claim on a block: empty blocks are deleted, others become
-        orphans that can only be borrowed from. Returns False if it was kept (not empty)."""
+        orphans that can only be borrowed from. Returns False if it was kept (not empty).
+        A block write whose reply was lost is settled by the loop's next read."""
         aff_key = keys.affinity_key(host, cidr)
         kv = self.client.get(aff_key)
         if kv is not None:
-            self.client.put(aff_key, json.dumps({"state": "pendingDeletion", "deleted": False}))
+            settle.put_settled(self.client, aff_key, json.dumps({"state": "pendingDeletion", "deleted": False}))
         for _ in range(RETRIES):
             read = self._read_block(cidr)
             if read is None:
@@ -566,7 +654,7 @@ class IPAM:
             if block.host() != host:
                 break
             if not block.is_empty() and must_be_empty:
-                self.client.put(aff_key, json.dumps({"state": "confirmed", "deleted": False}))
+                settle.put_settled(self.client, aff_key, json.dumps({"state": "confirmed", "deleted": False}))
                 return False
             try:
                 if block.is_empty():
@@ -579,6 +667,9 @@ class IPAM:
                     self.client.update(keys.block_key(cidr), json.dumps(block.to_json()), rev)
                 break
             except (RevisionConflict, KeyNotFound):
+                continue
+            except OutcomeUnknown as exc:
+                settle.read_to_settle(exc, lambda: self.client.get(keys.block_key(cidr)))
                 continue
         self.client.delete(aff_key)
         return True
