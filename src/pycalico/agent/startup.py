@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from pycalico.agent import autodetect
 from pycalico.agent.calc import node_vtep_mac, pod_mtu
 from pycalico.agent.settings import AgentSettings, mode
 from pycalico.cluster import ClusterMismatch, claim_cluster
-from pycalico.errors import ResourceExists, ResourceNotFound, RevisionConflict, ValidationError
+from pycalico.datastore.settle import read_to_settle
+from pycalico.errors import OutcomeUnknown, ResourceExists, ResourceNotFound, RevisionConflict, ValidationError
 from pycalico.ipam import tunnel_attrs, tunnel_handle
 from pycalico.model import ClusterInformation, IPPool, Node, ResourceStore
 
@@ -60,6 +62,10 @@ def determine_address(settings: AgentSettings, existing: Node | None,
 
 
 def register_node(store: ResourceStore, settings: AgentSettings, address: ipaddress.IPv4Interface | None) -> Node:
+    """Create or update this node's Node. A write whose reply was lost is settled by
+    reading the Node back: a create carries a uid chosen here (ours there → created;
+    absent → create again, exclusive with the first), an update is done when the
+    stored Node already says what we wanted."""
     for _ in range(100):
         node = store.get(Node, settings.nodename)
         fresh = node is None
@@ -81,6 +87,8 @@ def register_node(store: ResourceStore, settings: AgentSettings, address: ipaddr
             labels.update(settings.labels)
             node.metadata["labels"] = labels
         node.spec.setdefault("orchRefs", [{"nodeName": settings.nodename, "orchestrator": "k8s"}])
+        if fresh:
+            node.metadata["uid"] = str(uuid.uuid4())
         try:
             if fresh:
                 return store.create(node)
@@ -88,6 +96,13 @@ def register_node(store: ResourceStore, settings: AgentSettings, address: ipaddr
                 return node
             return store.update(node)
         except (ResourceExists, RevisionConflict, ResourceNotFound):
+            continue
+        except OutcomeUnknown as exc:
+            stored = read_to_settle(exc, lambda: store.get(Node, settings.nodename))
+            if fresh and stored is not None and stored.metadata.get("uid") == node.metadata["uid"]:
+                log.info("Node %s: create's reply was lost; it was applied", settings.nodename)
+                return stored
+            log.info("Node %s: write's reply was lost; reading it back", settings.nodename)
             continue
     raise StartupError(f"could not write Node {settings.nodename}: too many conflicts")
 
@@ -144,11 +159,16 @@ def _set_tunnel_field(node: Node, kind: str, value: str | None) -> None:
 
 
 def ensure_tunnel_addresses(store: ResourceStore, ipam: Any, nodename: str) -> Node:
-    """allocateip: one tunnel address per enabled encapsulation, from a pool selecting this node."""
+    """allocateip: one tunnel address per enabled encapsulation, from a pool selecting this node.
+
+    The handle is the truth: an address it already owns in a wanted pool is used (an
+    earlier assignment whose Node update was lost, or whose own reply was lost and was
+    settled by IPAM) rather than a second one assigned. A Node update whose reply was
+    lost is settled by the next read of the Node."""
     for _ in range(100):
         node = store.must_get(Node, nodename)
         pools = [p for p in store.list(IPPool) if p.version == 4 and not p.disabled]
-        changed = node.copy()
+        changed: Node = node.copy()  # type: ignore[assignment]
         for kind in ("ipip", "vxlan"):
             handle = tunnel_handle(kind, nodename)
             want_pools = [p for p in pools
@@ -156,10 +176,15 @@ def ensure_tunnel_addresses(store: ResourceStore, ipam: Any, nodename: str) -> N
                           and "Tunnel" in p.allowed_uses and p.selects_node(node.labels)]
             current = node.ipip_tunnel_addr if kind == "ipip" else node.vxlan_tunnel_addr
             if want_pools:
-                if current and any(ipaddress.IPv4Address(current) in p.network for p in want_pools):
-                    if current in [str(ip) for ip in ipam.ips_by_handle(handle)]:
-                        continue
-                if current:
+                owned = [str(ip) for ip in ipam.ips_by_handle(handle)
+                         if any(ip in p.network for p in want_pools)]
+                if current and current in owned and len(owned) == 1:
+                    continue
+                if len(owned) == 1:
+                    _set_tunnel_field(changed, kind, owned[0])
+                    log.info("%s tunnel address %s (already held by %s)", kind, owned[0], handle)
+                    continue
+                if current or owned:
                     ipam.release_by_handle(handle)
                 ips = ipam.auto_assign(handle, tunnel_attrs(kind, nodename), nodename, num=1,
                                        use="Tunnel", pools=[p.name for p in want_pools])
@@ -173,6 +198,9 @@ def ensure_tunnel_addresses(store: ResourceStore, ipam: Any, nodename: str) -> N
         try:
             return store.update(changed)
         except (RevisionConflict, ResourceNotFound):
+            continue
+        except OutcomeUnknown as exc:
+            read_to_settle(exc, lambda: store.get(Node, nodename))  # etcd answers again; the loop re-reads
             continue
     raise StartupError("could not record tunnel addresses: too many conflicts")
 
