@@ -15,7 +15,9 @@ import importlib
 import io
 import json
 import os
+import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -210,3 +212,61 @@ def test_refuses_what_would_lock_out_or_open_the_gateway(collections_path, auth_
     wrong = run_etcd_auth(collections_path, **conn, root_password="not-it", **RBAC)
     assert wrong["failed"] is True and "refused the root password" in wrong["msg"]
     assert "not-it" not in json.dumps(wrong)
+
+
+PLAYBOOK = """
+- name: The pycalico client certificate the certs role issues
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  roles:
+    - role: pycalico.network.certs
+      vars:
+        certs_install_client: false
+
+- name: RBAC and auth on, as roles/etcd does it
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Users, roles, auth
+      ansible.builtin.include_role:
+        name: pycalico.network.etcd
+        tasks_from: auth
+"""
+
+
+def test_etcd_role_sets_rbac_with_a_root_password_kept_on_the_deploy_host(playbook, tmp_path, auth_etcd):
+    pb = tmp_path / "auth.yml"
+    pb.write_text(PLAYBOOK)
+    cert, key = auth_etcd.node
+    password_file = tmp_path / "cluster" / "etcd-root-password"
+    extra = {"certs_dir": str(tmp_path / "cluster" / "ssl"), "etcd_auth_endpoints": auth_etcd.cluster.endpoints,
+             "etcd_auth_ca_cert_file": str(auth_etcd.cluster.pki.ca), "etcd_auth_cert_file": str(cert),
+             "etcd_auth_key_file": str(key), "etcd_auth_root_password_file": str(password_file),
+             "etcd_certs_src_dir": str(tmp_path / "cluster" / "ssl")}
+    args = ["-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}", "-e", json.dumps(extra)]
+
+    first = playbook(pb, *args, "--diff")
+    assert first.returncode == 0, first.stdout + first.stderr
+    password = password_file.read_text().strip()
+    assert len(password) == 32 and stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    assert password not in first.stdout + first.stderr
+    users, roles = auth_etcd.auth_state()
+    assert users == ["calico", "kubernetes", "root", "server"] and roles == ["kube-apiserver", "pycalico"]
+    # Auth is on and the kept password is root's.
+    login = auth_etcd.etcdctl(auth_etcd.node, f"--user=root:{password}", "user", "get", "root")
+    assert login.returncode == 0 and "Roles: root" in login.stdout, login.stdout + login.stderr
+    assert "permission denied" in auth_etcd.etcdctl(auth_etcd.node, "get", "/registry/", "--prefix").stderr
+
+    # The certs role's client certificate is one the gateway still takes with auth on: no CN.
+    issued = tmp_path / "cluster" / "ssl" / "pycalico.pem"
+    subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", str(issued)], check=True,
+                             capture_output=True, text=True).stdout
+    assert "O = pycalico" in subject and "CN" not in subject, subject
+
+    auth_only = tmp_path / "auth-only.yml"
+    auth_only.write_text(PLAYBOOK[PLAYBOOK.index("- name: RBAC and auth on"):])
+    again = playbook(auth_only, *args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "changed=0" in again.stdout.rsplit("PLAY RECAP", 1)[1], again.stdout
