@@ -4,7 +4,7 @@
 set -euo pipefail
 # With arguments, installs those packages instead of the test set.
 packages=(etcd-server etcd-client bird2 containernetworking-plugins iproute2 iputils-ping
-          iptables ipset tcpdump iperf3 procps openssl python3-venv)
+          iptables ipset nftables tcpdump iperf3 procps openssl python3-venv)
 if (($#)); then packages=("$@"); fi
 missing=()
 for p in "${packages[@]}"; do

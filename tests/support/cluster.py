@@ -61,19 +61,28 @@ class Cluster:
             self.store.apply(Profile(f"kns.{namespace}", {"ingress": [{"action": "Allow"}],
                                                           "egress": [{"action": "Allow"}], "labelsToApply": apply}))
 
-    def add_pod(self, host: Host, name: str, pools: list[str] | None = None, mtu: int = 1500) -> Pod:
-        self.ensure_namespace_profile()
-        container = f"{host.name}-{name}"
+    def add_pod(self, host: Host, name: str, pools: list[str] | None = None, mtu: int = 1500, *,
+                namespace: str = "default", labels: dict[str, str] | None = None,
+                ports: list[dict[str, object]] | None = None, profiles: list[str] | None = None) -> Pod:
+        """A pod as the CNI plugin in Kubernetes mode makes it (``kns.<namespace>`` profile, which is
+        created as kube-controllers would when the test did not make it)."""
+        if profiles is None:
+            self.ensure_namespace_profile(namespace)
+            profiles = [f"kns.{namespace}"]
+        container = f"{host.name}-{namespace}-{name}"
         handle = handle_id("k8s-pod-network", container)
-        ips = self.ipam.auto_assign(handle, {"node": host.name, "namespace": "default", "pod": name}, host.name,
+        ips = self.ipam.auto_assign(handle, {"node": host.name, "namespace": namespace, "pod": name}, host.name,
                                     pools=pools)
         ip = str(ips[0].ip)
-        pod = host.add_pod(name, ip, mtu=mtu)
-        wep = WorkloadEndpoint(wep_name(host.name, "k8s", name, "eth0"), {
+        pod = host.add_pod(name if namespace == "default" else f"{namespace}-{name}", ip, mtu=mtu)
+        spec: dict[str, object] = {
             "orchestrator": "k8s", "workload": "", "node": host.name, "containerID": container, "pod": name,
-            "endpoint": "eth0", "ipNetworks": [f"{ip}/32"], "interfaceName": pod.veth,
-            "profiles": ["kns.default"],
-        }, namespace="default")
+            "endpoint": "eth0", "ipNetworks": [f"{ip}/32"], "interfaceName": pod.veth, "profiles": profiles,
+        }
+        if ports:
+            spec["ports"] = ports
+        wep = WorkloadEndpoint(wep_name(host.name, "k8s", name, "eth0"), spec, namespace=namespace,
+                               metadata={"labels": dict(labels or {})})
         self.store.create(wep)
         return pod
 
