@@ -12,7 +12,7 @@ module: global_network_policy
 short_description: Manage pycalico (Calico v3) global network policies in etcd
 version_added: "0.1.0"
 description:
-  - Creates, updates or deletes a C(GlobalNetworkPolicy): ordered ingress and egress rules for the workload and
+  - Creates, updates or deletes a C(GlobalNetworkPolicy) - ordered ingress and egress rules for the workload and
     host endpoints its selector matches in every namespace. The agent on every node follows the change.
   - O(spec) is the Calico C(GlobalNetworkPolicy) spec verbatim (C(tier), C(order), C(selector),
     C(namespaceSelector), C(serviceAccountSelector), C(types), C(ingress), C(egress), C(doNotTrack), C(preDNAT),

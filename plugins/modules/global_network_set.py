@@ -12,7 +12,7 @@ module: global_network_set
 short_description: Manage pycalico (Calico v3) global network sets in etcd
 version_added: "0.1.0"
 description:
-  - Creates, updates or deletes a C(GlobalNetworkSet): a labelled list of CIDRs that the selectors of global
+  - Creates, updates or deletes a C(GlobalNetworkSet) - a labelled list of CIDRs that the selectors of global
     policies (and of any policy with a C(namespaceSelector) of C(global())) can match like endpoints.
   - O(spec) is the Calico C(GlobalNetworkSet) spec verbatim (C(nets)); the labels O(labels) are what selectors
     match.

@@ -12,8 +12,8 @@ module: host_endpoint
 short_description: Manage pycalico (Calico v3) host endpoints in etcd
 version_added: "0.1.0"
 description:
-  - Creates, updates or deletes a C(HostEndpoint): a host interface (or every interface, C(interfaceName: '*')) of
-    a node that policies with matching selectors govern. Failsafe ports stay reachable.
+  - Creates, updates or deletes a C(HostEndpoint) - a host interface (or every interface, C(interfaceName) C(*))
+    of a node that policies with matching selectors govern. Failsafe ports stay reachable.
   - O(spec) is the Calico C(HostEndpoint) spec verbatim (C(node), C(interfaceName), C(expectedIPs), C(profiles),
     C(ports)); the labels O(labels) are what policy selectors match.
   - Every value is validated by the C(pycalico) data model; a failure names the field and what is allowed.

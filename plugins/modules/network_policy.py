@@ -12,7 +12,7 @@ module: network_policy
 short_description: Manage pycalico (Calico v3) network policies of a namespace in etcd
 version_added: "0.1.0"
 description:
-  - Creates, updates or deletes a C(NetworkPolicy): ordered ingress and egress rules for the endpoints its
+  - Creates, updates or deletes a C(NetworkPolicy) - ordered ingress and egress rules for the endpoints its
     selector matches in one namespace. The agent on every node follows the change.
   - O(spec) is the Calico C(NetworkPolicy) spec verbatim (C(tier), C(order), C(selector), C(types), C(ingress),
     C(egress), C(serviceAccountSelector), C(performanceHints)); the stored spec is exactly O(spec) plus the

@@ -12,7 +12,7 @@ module: network_set
 short_description: Manage pycalico (Calico v3) network sets of a namespace in etcd
 version_added: "0.1.0"
 description:
-  - Creates, updates or deletes a C(NetworkSet): a labelled list of CIDRs that policy selectors of its namespace
+  - Creates, updates or deletes a C(NetworkSet) - a labelled list of CIDRs that policy selectors of its namespace
     can match like endpoints.
   - O(spec) is the Calico C(NetworkSet) spec verbatim (C(nets)); the labels O(labels) are what selectors match.
   - Every value is validated by the C(pycalico) data model; a failure names the field and what is allowed.

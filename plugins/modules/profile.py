@@ -12,7 +12,7 @@ module: profile
 short_description: Manage pycalico (Calico v3) profiles in etcd
 version_added: "0.1.0"
 description:
-  - Creates, updates or deletes a C(Profile): rules that apply to the endpoints naming it when no policy of any
+  - Creates, updates or deletes a C(Profile) - rules that apply to the endpoints naming it when no policy of any
     tier decides, and labels those endpoints inherit.
   - In a Kubernetes cluster kube-controllers writes the C(kns.*) and C(ksa.*) profiles; this module is for the
     profiles of other CNI runtimes (a plain CNI network's endpoints carry the network's profile) and for host
