@@ -203,6 +203,9 @@ def test_lists_json_and_several_documents(ctl, tmp_path, capsys):
     assert code == 0 and "Successfully created 2 'NetworkPolicy' resource(s)" in out, err
     assert store.get(NetworkPolicy, "a", "default") and store.get(NetworkPolicy, "b", "shop")
     assert store.get(NetworkPolicy, "a", "default").spec["types"] == ["Ingress"]  # Calico's defaulting
+    code, out, _ = run(capsys, "get", "tiers")
+    tiers = [line.split()[0] for line in out.splitlines()[1:]]
+    assert tiers[0] == "security" and "default" in tiers, out  # in their order, as calicoctl lists them
 
     array = tmp_path / "array.json"
     array.write_text(json.dumps([doc("GlobalNetworkSet", "one", {"nets": ["10.1.0.0/16"]}),

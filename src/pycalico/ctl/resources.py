@@ -160,6 +160,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             found.append(res)
     else:
         found = sorted(store.list(cls, ns), key=lambda r: (r.namespace or "", r.name))
+        if cls.KIND == "Tier":  # calicoctl lists tiers in their order, those without one last
+            found.sort(key=lambda t: (t.spec.get("order") is None, t.spec.get("order") or 0))
     print(output.render(cls.KIND, found, args.output, single=len(args.names) == 1,
                         namespace_column=bool(args.namespace or args.all_namespaces)))
     return EXIT_OK
