@@ -120,31 +120,29 @@ def certificate_common_name(path):
     if start < 0 or stop < 0:
         raise EtcdAuthError("%s holds no PEM certificate" % path)
     der = base64.b64decode(b"".join(pem[start + len(begin):stop].split()))
-    _, body, _ = _tlv(der, 0)          # Certificate
-    _, tbs, tbs_end = _tlv(der, body)  # tbsCertificate
-    fields = []
-    pos = tbs
-    while pos < tbs_end:
-        tag, content, nxt = _tlv(der, pos)
-        fields.append((tag, content, nxt))
-        pos = nxt
+    certificate = _children(der, 0, len(der))[0]
+    tbs = _children(der, certificate[1], certificate[2])[0]
+    fields = _children(der, tbs[1], tbs[2])
     if fields and fields[0][0] == 0xA0:  # explicit version
         fields = fields[1:]
     # serial, signature algorithm, issuer, validity, subject
-    _, subject, subject_end = fields[4]
-    pos = subject
-    while pos < subject_end:
-        _, rdn, rdn_end = _tlv(der, pos)  # SET
-        inner = rdn
-        while inner < rdn_end:
-            _, attr, attr_end = _tlv(der, inner)  # SEQUENCE {OID, value}
-            oid_tag, oid, oid_end = _tlv(der, attr)
-            if der[oid - 2:oid_end] == _CN_OID:
-                _, value, value_end = _tlv(der, oid_end)
-                return der[value:value_end].decode("utf-8", "replace")
-            inner = attr_end
-        pos = rdn_end
+    subject = fields[4]
+    for rdn in _children(der, subject[1], subject[2]):               # SET
+        for attribute in _children(der, rdn[1], rdn[2]):             # SEQUENCE {OID, value}
+            oid, value = _children(der, attribute[1], attribute[2])[:2]
+            if der[oid[1] - 2:oid[2]] == _CN_OID:
+                return der[value[1]:value[2]].decode("utf-8", "replace")
     return ""
+
+
+def _children(der, pos, end):
+    """The DER elements between ``pos`` and ``end``, each (tag, content start, content end)."""
+    elements = []
+    while pos < end:
+        element = _tlv(der, pos)
+        elements.append(element)
+        pos = element[2]
+    return elements
 
 
 def _tlv(der, pos):
@@ -359,7 +357,7 @@ class Plan(object):
 
     @property
     def descriptions(self):
-        return [d for d, _ in self.steps]
+        return [step[0] for step in self.steps]
 
 
 def read_state(gateway, desired):

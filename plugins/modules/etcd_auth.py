@@ -14,7 +14,7 @@ version_added: "0.1.0"
 description:
   - Makes the etcd's C(root) user (with O(root_password)), the O(roles) with exactly the given key permissions
     and the O(users) with their roles, and only then turns authentication on (O(auth_enabled)). Whoever is listed
-    keeps access across the switch: kube-apiserver's user exists with its role before auth is on.
+    keeps access across the switch; kube-apiserver's user exists with its role before auth is on.
   - Users get no password. etcd names a gRPC client (kube-apiserver, etcdctl, Calico's Go client) by the Common
     Name of its client certificate, so a user is the CN of the certificate it stands for.
   - The JSON gateway (pycalico's own client, and this module) is different. With auth on it refuses every client
