@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ import pytest
 
 from pycalico.datastore.etcd import EtcdClient, TlsConfig
 from pycalico.errors import DatastoreError
+from pycalico.ipam import IPAM
+from pycalico.model import IPPool, ResourceStore
 from tests.support.etcd import ETCDCTL_BIN, EtcdCluster, issue_client_cert
 
 ROOT_PASSWORD = "s3cret-for-tests-only"
@@ -136,6 +139,19 @@ def test_rbac_then_auth_on_keeps_apiserver_and_nodes_and_fences_registry(collect
         node.put("/calico/resources/v3/projectcalico.org/nodes/n1", '{"kind": "Node"}')
         assert node.get("/calico/resources/v3/projectcalico.org/nodes/n1") is not None
         node.revision()  # the CNI STATUS probe reads the key "\0"
+        # What the agent and the CNI plugin do: a pool, an IPAM transaction, a lease, a watch.
+        start = node.revision()
+        ResourceStore(node).create(IPPool("default-ipv4-ippool", {"cidr": "10.244.0.0/16", "ipipMode": "Always"}))
+        address = IPAM(node).auto_assign("k8s-pod-network.c0ffee", {"node": "n1"}, "n1")[0]
+        lease = node.lease_grant(30)
+        node.put("/calico/felix/v2/no-region/host/n1/status", "{}", lease=lease)
+        assert node.lease_keepalive(lease) > 0
+        node.lease_revoke(lease)
+        stream = node.watch_stream("/calico/resources/", start)
+        try:
+            assert any(e.kv.key.endswith("/ippools/default-ipv4-ippool") for e in next(iter(stream)))
+        finally:
+            stream.close()
         # ... and nothing of Kubernetes.
         for attempt in (lambda: node.get("/registry/secrets/kube-system/token"),
                         lambda: node.put("/registry/secrets/kube-system/token", "stolen"),
@@ -144,6 +160,7 @@ def test_rbac_then_auth_on_keeps_apiserver_and_nodes_and_fences_registry(collect
                 attempt()
     finally:
         node.close()
+    assert address.ip in IPv4Network("10.244.0.0/16")
 
     # kube-apiserver (gRPC, CN kubernetes) keeps reading and writing /registry/ and its compaction key.
     api = auth_etcd.etcdctl(auth_etcd.apiserver, "get", "/registry/secrets/kube-system/token", "--print-value-only")
