@@ -328,6 +328,15 @@ BAD_OTHER_KINDS: list[tuple[str, dict[str, Any], str]] = [
     ("bgpconfiguration-nested", doc("BGPConfiguration", "default", {"serviceClusterIPs": [{"cidrs": "10.96.0.0/12"}]}),
      "spec.serviceClusterIPs[0].cidrs"),
     ("felixconfiguration", doc("FelixConfiguration", "default", {"vxlanVni": 4200}), "spec.vxlanVni"),
+    # FelixConfiguration is validated like the other kinds (issue 13 item 2): Calico's values.
+    ("felixconfiguration-action", doc("FelixConfiguration", "default", {"defaultEndpointToHostAction": "Allow"}),
+     "spec.defaultEndpointToHostAction"),
+    ("felixconfiguration-vni", doc("FelixConfiguration", "default", {"vxlanVNI": "4096"}), "spec.vxlanVNI"),
+    ("felixconfiguration-failsafe", doc("FelixConfiguration", "default", {
+        "failsafeInboundHostPorts": [{"protocol": "TCP", "port": 22}, {"protocol": "tcp", "port": 68}]}),
+     "spec.failsafeInboundHostPorts[1].protocol"),
+    ("felixconfiguration-interval", doc("FelixConfiguration", "default", {"routeRefreshInterval": "90 seconds"}),
+     "spec.routeRefreshInterval"),
     ("node", doc("Node", "n1", {"bgp": {"ipv4Adress": "192.0.2.5/24"}}), "spec.bgp.ipv4Adress"),
     ("node-orchrefs", doc("Node", "n1", {"orchRefs": [{"node": "n1", "orchestrator": "k8s"}]}),
      "spec.orchRefs[0].node"),

@@ -59,7 +59,7 @@ BGPCONFIGURATION_SPEC: Schema = {
     "prefixAdvertisements": [_names("cidr communities")],
 }
 
-FELIXCONFIGURATION_SPEC: Schema = _names("""
+_FELIX_NAMES = _names("""
     nodeSelector useInternalDataplaneDriver dataplaneDriver dataplaneWatchdogTimeout ipv6Support
     routeRefreshInterval interfaceRefreshInterval iptablesRefreshInterval iptablesPostWriteCheckInterval
     iptablesLockProbeInterval featureDetectOverride featureGates ipsetsRefreshInterval maxIpsetSize iptablesBackend
@@ -100,6 +100,9 @@ FELIXCONFIGURATION_SPEC: Schema = _names("""
     localSubnetL2Reachability localSubnetL2ReachabilityRefreshInterval windowsManageFirewallRules goGCThreshold
     goMemoryLimitMB goMaxProcs requireMTUFile bpfMaglevMaxEndpointsPerService bpfMaglevMaxServices
 """)
+_PROTO_PORT = _names("protocol port net")
+FELIXCONFIGURATION_SPEC: Schema = {
+    **_FELIX_NAMES, "failsafeInboundHostPorts": [_PROTO_PORT], "failsafeOutboundHostPorts": [_PROTO_PORT]}
 
 CLUSTERINFORMATION_SPEC: Schema = _names("clusterGUID clusterType calicoVersion datastoreReady variant")
 

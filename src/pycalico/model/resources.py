@@ -462,6 +462,46 @@ class FelixConfiguration(Resource):
     KIND = "FelixConfiguration"
     PLURAL = "felixconfigurations"
     ALLOWED_SPEC_FIELDS = fields.FELIXCONFIGURATION_SPEC
+    # Calico's validator (libcalico-go validator/v3) for the knobs pycalico honours or that select a mode.
+    CHOICES = {
+        "defaultEndpointToHostAction": ("Drop", "Accept", "Return"),
+        "iptablesFilterAllowAction": ("Accept", "Return"),
+        "iptablesMangleAllowAction": ("Accept", "Return"),
+        "iptablesFilterDenyAction": ("Drop", "Reject"),
+        "chainInsertMode": ("Insert", "Append"),
+        "iptablesBackend": ("Legacy", "NFT", "Auto"),
+        "logSeverityScreen": ("Trace", "Debug", "Info", "Warning", "Error", "Fatal"),
+    }
+    INTEGERS = {"vxlanVNI": (0, 16777215), "vxlanPort": (1, 65535), "vxlanMTU": (0, 65535), "vxlanMTUV6": (0, 65535),
+                "ipipMTU": (0, 65535), "healthPort": (1, 65535), "prometheusMetricsPort": (1, 65535)}
+    BOOLEANS = ("ipipEnabled", "vxlanEnabled", "bpfEnabled", "ipv6Support", "healthEnabled",
+                "prometheusMetricsEnabled", "wireguardEnabled", "wireguardEnabledV6")
+    _DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+|0")
+
+    def validate(self) -> None:
+        super().validate()
+        spec = self.spec
+        for field, choices in self.CHOICES.items():
+            _check_choice(f"spec.{field}", spec.get(field), choices)
+        for field, (low, high) in self.INTEGERS.items():
+            value = spec.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not low <= value <= high):
+                raise ValidationError(f"spec.{field}", value, f"an integer from {low} to {high}")
+        for field in self.BOOLEANS:
+            _check_bool(f"spec.{field}", spec.get(field))
+        interval = spec.get("routeRefreshInterval")
+        if interval is not None and not (isinstance(interval, str) and self._DURATION.fullmatch(interval)):
+            raise ValidationError("spec.routeRefreshInterval", interval, "a duration such as 90s, 1m30s or 500ms")
+        for field in ("failsafeInboundHostPorts", "failsafeOutboundHostPorts"):
+            for i, entry in enumerate(spec.get(field) or []):
+                port = entry.get("port")
+                if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                    raise ValidationError(f"spec.{field}[{i}].port", port, "an integer port from 0 to 65535")
+                if entry.get("protocol") not in ("TCP", "UDP", "SCTP"):
+                    raise ValidationError(f"spec.{field}[{i}].protocol", entry.get("protocol"), "TCP|UDP|SCTP")
+                if entry.get("net"):
+                    parse_cidr(f"spec.{field}[{i}].net", entry["net"], strict=False)
 
 
 class ClusterInformation(Resource):
