@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 import time
 from collections.abc import Iterable
@@ -11,6 +12,11 @@ from typing import Any
 
 KNOWN_FIELDS = ("cidr", "affinity", "affinity_claim_time", "allocations", "unallocated", "attributes",
                 "sequenceNumber", "sequenceNumberForAllocation", "deleted")
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr)
 
 
 def _copy_attributes(attributes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -76,7 +82,8 @@ class AllocationBlock:
     # ---- addresses --------------------------------------------------------------------
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-        return ipaddress.ip_network(self.cidr)
+        # Parsed once per CIDR: ``ipam check`` asks for it per address of 50,000 blocks.
+        return _network(self.cidr)
 
     def address(self, ordinal: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         return self.network.network_address + ordinal
