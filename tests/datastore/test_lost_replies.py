@@ -19,41 +19,22 @@ import pytest
 
 from pycalico.agent.settings import AgentSettings
 from pycalico.agent.startup import ensure_tunnel_addresses, register_node
-from pycalico.datastore.etcd import EtcdClient, replay_safe
+from pycalico.datastore.etcd import EtcdClient
 from pycalico.datastore.lease import LeaseKeeper
 from pycalico.errors import OutcomeUnknown
 from pycalico.ipam import IPAM, tunnel_handle
 from pycalico.model import IPPool, Node, ResourceStore, keys
 from tests.support.etcd import EtcdCluster, free_port
-from tests.support.faultproxy import FaultProxy, pin_tls12
+from tests.support.faultproxy import FaultProxy, LosingClient
 
-POOL = "10.123.0.0/16"
 CLIENT_TIMEOUT = 1.0
 
 
-class LossyClient(EtcdClient):
-    """A real client through the proxy; ``lose_write(n)`` has the proxy lose the reply
-    to the n-th write request from now (a write: anything ``replay_safe`` is not)."""
-
+class LossyClient(LosingClient):
     def __init__(self, proxy: FaultProxy, cluster: EtcdCluster, *also: str) -> None:
-        super().__init__([proxy.url, *also], cluster.tls(), timeout=CLIENT_TIMEOUT, connect_timeout=1.0)
-        pin_tls12(self)
-        self.proxy = proxy
-        self._countdown = 0
-        self._mode = "close"
-        self.writes = 0
+        super().__init__(proxy, cluster.tls(), *also, timeout=CLIENT_TIMEOUT)
 
-    def lose_write(self, n: int = 1, mode: str = "close") -> None:
-        self._countdown, self._mode = n, mode
-
-    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        if not replay_safe(path, body):
-            self.writes += 1
-            if self._countdown:
-                self._countdown -= 1
-                if self._countdown == 0:
-                    self.proxy.lose_replies(1, mode=self._mode, delay=CLIENT_TIMEOUT + 1.5)
-        return super().call(path, body)
+POOL = "10.123.0.0/16"
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
-from pycalico.datastore.etcd import EtcdClient
+from pycalico.datastore.etcd import EtcdClient, TlsConfig, replay_safe
 
 APPLICATION_DATA = 23
 
@@ -41,6 +42,32 @@ def pin_tls12(client: EtcdClient) -> EtcdClient:
     assert ctx is not None, "pin_tls12 is for TLS clients"
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     return client
+
+
+class LosingClient(EtcdClient):
+    """A real client through ``proxy`` (first endpoint; ``also`` after it), pinned to TLS
+    1.2; ``lose_write(n)`` has the proxy lose the reply to the n-th write request from
+    now (a write: anything ``replay_safe`` is not). The loss itself happens on the wire."""
+
+    def __init__(self, proxy: FaultProxy, tls: TlsConfig, *also: str, timeout: float = 1.0) -> None:
+        super().__init__([proxy.url, *also], tls, timeout=timeout, connect_timeout=1.0)
+        pin_tls12(self)
+        self.proxy = proxy
+        self._countdown = 0
+        self._mode = "close"
+        self.writes = 0
+
+    def lose_write(self, n: int = 1, mode: str = "close") -> None:
+        self._countdown, self._mode = n, mode
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if not replay_safe(path, body):
+            self.writes += 1
+            if self._countdown:
+                self._countdown -= 1
+                if self._countdown == 0:
+                    self.proxy.lose_replies(1, mode=self._mode, delay=self.timeout + 1.5)
+        return super().call(path, body)
 
 
 class _Records:
