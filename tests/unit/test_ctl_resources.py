@@ -225,6 +225,12 @@ def test_lists_json_and_several_documents(ctl, tmp_path, capsys):
     assert run(capsys, "create", "--skip-exists", "-f", both)[0] == 0
     assert store.get(GlobalNetworkSet, "outside").spec["nets"] == ["192.0.2.0/24"]
     assert store.get(GlobalNetworkSet, "new") is not None
+    twice = write(tmp_path, doc("GlobalNetworkSet", "twice", {"nets": ["10.5.0.0/16"]}),
+                  doc("GlobalNetworkSet", "twice", {"nets": ["10.6.0.0/16"]}))
+    code, _, err = run(capsys, "create", "-f", twice)
+    assert code == 2 and "document 2 (GlobalNetworkSet twice)" in err and store.get(GlobalNetworkSet, "twice") is None
+    assert run(capsys, "create", "--skip-exists", "-f", twice)[0] == 0
+    assert store.get(GlobalNetworkSet, "twice").spec["nets"] == ["10.5.0.0/16"]
 
 
 def test_installed_pycalicoctl_reads_stdin(etcd_cluster, etcd, tmp_path):

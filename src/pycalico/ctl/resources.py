@@ -51,6 +51,7 @@ class Change:
     doc: Document
     resource: Resource
     current: Resource | None
+    skip: bool = False  # create --skip-exists of one that exists (or comes earlier in the file)
 
 
 def plan(store: ResourceStore, docs: list[Document], action: str, namespace: str,
@@ -67,9 +68,9 @@ def plan(store: ResourceStore, docs: list[Document], action: str, namespace: str
             probe.apply_defaults()
             probe.validate()
             current = store.get(type(res), res.name, res.namespace)
-            if action == "create" and (current is not None or res.key() in created):
-                if not skip_exists:
-                    raise ResourceExists(res.KIND, res.name)
+            skip = action == "create" and (current is not None or res.key() in created)
+            if skip and not skip_exists:
+                raise ResourceExists(res.KIND, res.name)
             if action == "replace" and current is None:
                 raise ResourceNotFound(res.KIND, res.name)
             try:
@@ -84,7 +85,7 @@ def plan(store: ResourceStore, docs: list[Document], action: str, namespace: str
         created.add(res.key())
         if res.KIND == "Tier":
             tiers.add(res.name)
-        changes.append(Change(doc, res, current))
+        changes.append(Change(doc, res, current, skip))
     return changes
 
 
@@ -101,12 +102,12 @@ def _update(store: ResourceStore, res: Resource, current: Resource) -> Resource:
     return store.update(desired)
 
 
-def write(store: ResourceStore, change: Change, action: str, skip_exists: bool) -> None:
+def write(store: ResourceStore, change: Change, action: str) -> None:
     res, current = change.resource, change.current
+    if change.skip:
+        return
     try:
         if action == "create":
-            if current is not None and skip_exists:
-                return
             fresh = res.copy()
             fresh.metadata.pop("resourceVersion", None)
             store.create(fresh)
@@ -126,7 +127,7 @@ def cmd_write(args: argparse.Namespace) -> int:
     docs = documents.parse(documents.read_text(args.filename), args.filename)
     changes = plan(store, docs, action, args.namespace, skip_exists=getattr(args, "skip_exists", False))
     for change in changes:
-        write(store, change, action, getattr(args, "skip_exists", False))
+        write(store, change, action)
     kinds = {c.resource.KIND for c in changes}
     what = f"'{kinds.pop()}' resource(s)" if len(kinds) == 1 else "resource(s)"
     print(f"Successfully {VERBS[action]} {len(changes)} {what}")
