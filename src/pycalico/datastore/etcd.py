@@ -150,6 +150,7 @@ class EtcdClient:
         # Every HTTP request sent (retries included), for tests and metrics.
         self.requests = 0
         self.requests_by_path: dict[str, int] = {}
+        self.outcomes_unknown = 0  # writes answered with OutcomeUnknown (for callers to settle)
 
     # ---- transport -------------------------------------------------------------------
 
@@ -237,6 +238,11 @@ class EtcdClient:
             raise
         return resp.status, data
 
+    def _unknown(self, path: str, body: dict[str, Any], endpoint: str, detail: str) -> OutcomeUnknown:
+        with self._lock:
+            self.outcomes_unknown += 1
+        return OutcomeUnknown(_operation(path), _written_keys(path, body), endpoint, detail)
+
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST to the gateway, failing over between endpoints. While a member
         answers "unavailable" (e.g. during a leader election) keep retrying for up
@@ -264,8 +270,7 @@ class EtcdClient:
                     continue
                 except _MaybeSent as exc:
                     if not replayable:
-                        raise OutcomeUnknown(_operation(path), _written_keys(path, body), endpoint,
-                                             _describe_os_error(exc.cause)) from None
+                        raise self._unknown(path, body, endpoint, _describe_os_error(exc.cause)) from None
                     if not exc.fresh and not isinstance(exc.cause, TimeoutError):
                         # A kept-alive connection that died under the request: once more afresh.
                         try:
@@ -287,7 +292,7 @@ class EtcdClient:
                 if code in _RETRY_ELSEWHERE_CODES or status in (502, 503):
                     if not replayable and not any(m in message for m in _NOT_TAKEN_MESSAGES):
                         # e.g. "request timed out": proposed, and may still be applied.
-                        raise OutcomeUnknown(_operation(path), _written_keys(path, body), endpoint, message)
+                        raise self._unknown(path, body, endpoint, message)
                     errors.append(f"{endpoint}: {message}")
                     retryable = True
                     continue
