@@ -290,3 +290,16 @@ def test_cni_one_transaction_add_settles_a_lost_reply(unique: str) -> None:
             assert len(ResourceStore(env.client).list(WorkloadEndpoint)) == 2
             assert_owned_exactly(env.client, told, owned_by_resources=True)
             lossy.close()
+
+
+# ---- a small storm -------------------------------------------------------------------------
+
+
+def test_ipam_storm_while_the_leader_is_killed_twice_assigns_nothing_twice() -> None:
+    """bench/datastore_faults.py's storm, smaller: 4 processes, >= 300 operations,
+    the leader of a 3-member etcd killed and restarted twice."""
+    from bench.datastore_faults import storm
+
+    ledger, result, kills = storm(procs=4, total_ops=300, kills=2, log=lambda _: None)
+    assert kills == 2 and ledger.ops >= 300
+    assert result == {"double_assigned": 0, "leaked": 0, "duplicates": 0, "lost": 0, "block_problems": 0}
