@@ -287,6 +287,11 @@ def test_handle_and_endpoint_keys_are_calicos(cni: CniEnv, pods) -> None:
     assert data["kind"] == "WorkloadEndpoint" and data["apiVersion"] == "projectcalico.org/v3"
     assert data["spec"]["workload"] == cid and data["spec"]["endpoint"] == "eth0"
     assert data["spec"]["profiles"] == ["k8s-pod-network"]
+    # the network's profile, as Calico's plugin makes it when no policy type is configured
+    profile = json.loads(cni.client.get(keys.resource_key("profiles", "k8s-pod-network")).value)
+    assert profile["spec"]["labelsToApply"] == {"k8s-pod-network": ""}
+    assert profile["spec"]["egress"] == [{"action": "Allow"}]
+    assert profile["spec"]["ingress"] == [{"action": "Allow", "source": {"selector": "has(k8s-pod-network)"}}]
     assert cni.client.get(f"/calico/ipam/v2/handle/k8s-pod-network.{cid}") is not None
     assert cni.cni("DEL", cid, path).code == 0
     assert cni.client.get(wep_key) is None

@@ -99,6 +99,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._ready: dict[tuple[Any, ...], float] = {}
+        self.profiles_ensured: set[tuple[Any, ...]] = set()  # network profiles known to exist
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(24, "cni-io") if parallel else None
         self._log_files: set[str] = set()
         self._active = 0
@@ -291,9 +292,14 @@ def resolve_mtu(conf: NetConf) -> int:
 
 def ensure_ready(ctx: Context, node: str, runtime: Runtime, conf: NetConf,
                  workload: names.Workload | None = None) -> None:
-    """ClusterInformation.datastoreReady must be true, the Node must exist, and (without a
-    policy type) the network's profile too."""
-    key = (*conf.datastore_key, node, conf.name if workload is not None else "")
+    """ClusterInformation.datastoreReady must be true, the Node must exist, and (for a
+    workload without a policy type) the network's profile too, made once per process."""
+    if workload is not None and not conf.policy_type:
+        profile_key = (*conf.datastore_key, conf.name)
+        if profile_key not in runtime.profiles_ensured:
+            ensure_network_profile(ctx, conf, k8s=workload.is_k8s)
+            runtime.profiles_ensured.add(profile_key)
+    key = (*conf.datastore_key, node)
     if runtime.ready_cached(key):
         return
     info = ctx.store.get(ClusterInformation, "default")
@@ -303,8 +309,6 @@ def ensure_ready(ctx: Context, node: str, runtime: Runtime, conf: NetConf,
     if ctx.store.get(Node, node) is None:
         raise CniError(UNKNOWN_NODE, f"node {node!r} is not registered in the datastore; "
                                      "check that pycalico-agent is running on this node")
-    if workload is not None and not conf.policy_type:
-        ensure_network_profile(ctx, conf, k8s=workload.is_k8s)
     runtime.mark_ready(key)
 
 

@@ -182,7 +182,8 @@ class IptablesPolicyDataplane:
         body: list[str] = []
         new_ids: dict[str, list[str]] = {}
         for name, rules in table.chains.items():
-            if self._written.get(name) is rules:
+            written = self._written.get(name)
+            if written is rules or (written is not None and written == rules and name in self._chains):
                 continue
             ids = _ids(name, rules)
             if self._chains.get(name) == ids:

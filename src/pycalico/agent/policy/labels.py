@@ -42,11 +42,23 @@ class Item:
     ports: tuple[NamedPort, ...] = ()
 
 
+def _host_v4(text: str) -> bool:
+    """``a.b.c.d/32`` in canonical form (what endpoints carry), checked without ipaddress."""
+    if not text.endswith("/32"):
+        return False
+    parts = text[:-3].split(".")
+    return len(parts) == 4 and all(p.isdigit() and (p == "0" or p[0] != "0") and int(p) < 256 for p in parts)
+
+
 def _nets(values: Iterable[Any]) -> tuple[str, ...]:
     out = []
     for value in values:
+        text = str(value)
+        if _host_v4(text):
+            out.append(text)
+            continue
         try:
-            net = ipaddress.ip_network(str(value), strict=False)
+            net = ipaddress.ip_network(text, strict=False)
         except ValueError:
             continue  # Felix drops what it cannot parse
         if net.version == 4:

@@ -186,6 +186,8 @@ class PolicyCalculator:
         self._sets: dict[str, IPSet] = {}
         self._set_sources: dict[str, tuple[str, str | None, str | None]] = {}  # name -> (kind, selector, port)
         self.active_policies = 0
+        self._endpoints: dict[str, EndpointRules] = {}  # last result per interface, reused when equal
+        self._resolved: dict[str, tuple[Any, PolicyRules, dict[str, tuple[str, str | None, str | None]]]] = {}
 
     # ---- items ---------------------------------------------------------------------------------
     def _profile_label_map(self, profiles: Mapping[str, Any]) -> None:
@@ -283,16 +285,38 @@ class PolicyCalculator:
             model.hosts[iface] = self._endpoint(iface, applying[key], profiles, tiers, used_policies)
             used_profiles.update(profiles)
         self.active_policies = len(used_policies)
+        for prefix, by_iface in (("", model.workloads), ("hep:", model.hosts)):
+            for iface, ep in by_iface.items():
+                previous = self._endpoints.get(prefix + iface)
+                if previous is not None and previous == ep:
+                    by_iface[iface] = previous  # same object: the renderer's cache hits
+        self._endpoints = {**model.workloads, **{"hep:" + k: v for k, v in model.hosts.items()}}
 
         wanted_sets: dict[str, tuple[str, str | None, str | None]] = {}
+        resolved: dict[str, tuple[Any, PolicyRules, dict[str, tuple[str, str | None, str | None]]]] = {}
         for ident, pol in used_policies.items():
-            model.policies[ident] = PolicyRules(
-                ident, pol.description,
-                tuple(self._resolve(r, wanted_sets) for r in pol.ingress) if pol.ingress_on else (),
-                tuple(self._resolve(r, wanted_sets) for r in pol.egress) if pol.egress_on else ())
+            cached = self._resolved.get(ident)
+            if cached is None or cached[0] is not pol:
+                sets: dict[str, tuple[str, str | None, str | None]] = {}
+                policy_rules = PolicyRules(
+                    ident, pol.description,
+                    tuple(self._resolve(r, sets) for r in pol.ingress) if pol.ingress_on else (),
+                    tuple(self._resolve(r, sets) for r in pol.egress) if pol.egress_on else ())
+                cached = (pol, policy_rules, sets)
+            resolved[ident] = cached
+            model.policies[ident] = cached[1]
+            wanted_sets.update(cached[2])
         by_name = {p.name: p for p in inp.profiles.values()}
         for name in sorted(used_profiles):
-            model.profiles[name] = self._profile(name, by_name.get(name), wanted_sets)
+            res = by_name.get(name)
+            cached = self._resolved.get("profile:" + name)
+            if cached is None or cached[0] is not res or res is None:
+                sets = {}
+                cached = (res, self._profile(name, res, sets), sets)
+            resolved["profile:" + name] = cached
+            model.profiles[name] = cached[1]
+            wanted_sets.update(cached[2])
+        self._resolved = resolved
 
         self._sync_sets(items, wanted_sets)
         model.ipsets = dict(self._sets)

@@ -87,13 +87,17 @@ def _ports(values: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(numeric), tuple(named)
 
 
+_EMPTY_SIDE = Side()
+
+
 def _side(entity: dict[str, Any] | None, namespace: str | None) -> tuple[Side, bool]:
-    entity = entity or {}
-    nets, nets_other_family = _v4_nets(entity.get("nets"))
-    not_nets, _ = _v4_nets(entity.get("notNets"))
+    if not entity:
+        return _EMPTY_SIDE, False
+    nets, nets_other_family = _v4_nets(entity["nets"]) if "nets" in entity else ((), False)
+    not_nets = _v4_nets(entity["notNets"])[0] if "notNets" in entity else ()
     positive, negative = entity_selectors(entity, namespace)
-    ports, named = _ports(entity.get("ports"))
-    not_ports, not_named = _ports(entity.get("notPorts"))
+    ports, named = _ports(entity["ports"]) if "ports" in entity else ((), ())
+    not_ports, not_named = _ports(entity["notPorts"]) if "notPorts" in entity else ((), ())
     side = Side(nets, not_nets, positive, negative, ports, named, not_ports, not_named)
     return side, nets_other_family
 
@@ -116,10 +120,8 @@ def convert(rule: dict[str, Any], namespace: str | None, comment: str = "") -> R
     dst, dst_v6_only = _side(rule.get("destination"), namespace)
     if src_v6_only or dst_v6_only:
         return None
-    for side in (rule.get("source") or {}, rule.get("destination") or {}):
-        for net in side.get("notNets") or []:
-            if str(net).endswith("/0") and ":" not in str(net):
-                return None  # a negated catch-all can never match: Felix drops the rule
+    if "0.0.0.0/0" in src.not_nets or "0.0.0.0/0" in dst.not_nets:
+        return None  # a negated catch-all can never match: Felix drops the rule
     return Rule(
         action=ACTIONS.get(str(rule.get("action")), "deny"),
         protocol=proto,

@@ -86,7 +86,7 @@ def entity_selectors(entity: dict[str, Any], namespace: str | None) -> tuple[str
     own = str(entity.get("selector") or "")
     not_sel = str(entity.get("notSelector") or "")
     ns_sel = entity.get("namespaceSelector")
-    sa = _service_accounts(entity)
+    sa = _service_accounts(entity) if "serviceAccounts" in entity else ""
     selector_like = bool(own or not_sel or sa or (ns_sel is not None and ns_sel != ""))
     if not selector_like:
         return None, None
