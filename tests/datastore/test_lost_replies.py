@@ -96,6 +96,24 @@ def test_a_write_whose_reply_is_lost_raises_outcome_unknown_and_is_sent_once(los
     assert lossy.get("/calico/lost/k").value == "2"  # it was applied
 
 
+def test_the_cni_reconnecting_client_does_not_rerun_a_write_whose_reply_is_lost(
+        proxy: FaultProxy, etcd: EtcdClient, etcd_cluster: EtcdCluster) -> None:
+    from pycalico.cni.cache import ReconnectingEtcdClient
+
+    class LosingReconnecting(LossyClient, ReconnectingEtcdClient):
+        pass
+
+    client = LosingReconnecting(proxy, etcd_cluster)
+    client.put("/calico/lost/rc", "1")
+    client.lose_write(1)
+    before = proxy.requests
+    with pytest.raises(OutcomeUnknown):
+        client.put("/calico/lost/rc", "2")
+    assert proxy.requests - before == 1
+    assert etcd.get("/calico/lost/rc").value == "2"
+    client.close()
+
+
 def test_a_read_whose_reply_is_lost_is_retried(lossy: LossyClient) -> None:
     lossy.put("/calico/lost/r", "v")
     before = lossy.proxy.replies_lost

@@ -542,7 +542,8 @@ def _idle_and_open(conn: http.client.HTTPConnection) -> bool:
 
 # TLS alerts a server sends only while refusing the handshake. With TLS 1.3 the client
 # finishes its side before the server has checked the client certificate, so the refusal
-# arrives on the first read; no request on such a connection was ever accepted.
+# arrives on the first read; no request on such a connection was ever accepted. A bare
+# EOF or reset there is not counted: it cannot be told from a crash after the request.
 _HANDSHAKE_ALERTS = ("ALERT_BAD_CERTIFICATE", "ALERT_UNKNOWN_CA", "ALERT_CERTIFICATE_REQUIRED",
                      "ALERT_CERTIFICATE_UNKNOWN", "ALERT_HANDSHAKE_FAILURE", "ALERT_ACCESS_DENIED",
                      "ALERT_DECRYPT_ERROR", "ALERT_UNSUPPORTED_CERTIFICATE", "ALERT_CERTIFICATE_EXPIRED",
@@ -621,6 +622,9 @@ def _first_range_kv(resp: dict[str, Any]) -> KeyValue | None:
 def _describe_os_error(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"server certificate not trusted by the configured CA ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return ("connection closed by the server without an answer (on a new connection this is how a "
+                "refused TLS client certificate can look: is it signed by the cluster CA?)")
     if isinstance(exc, ssl.SSLError):
         return (f"TLS handshake failed ({exc.reason or type(exc).__name__}); "
                 "check that the client certificate is signed by the cluster CA")
