@@ -1,5 +1,5 @@
-"""etcd v3 access: TLS, several endpoints, CAS transactions, list+watch, leases."""
+"""etcd v3 access: TLS, several endpoints, CAS transactions, paged list+watch, leases."""
 
-from pycalico.datastore.etcd import EtcdClient, KeyValue, TlsConfig, WatchEvent, retry_on_conflict
+from pycalico.datastore.etcd import EtcdClient, KeyValue, Pages, TlsConfig, WatchEvent, replay_safe, retry_on_conflict
 
-__all__ = ["EtcdClient", "KeyValue", "TlsConfig", "WatchEvent", "retry_on_conflict"]
+__all__ = ["EtcdClient", "KeyValue", "Pages", "TlsConfig", "WatchEvent", "replay_safe", "retry_on_conflict"]
