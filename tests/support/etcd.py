@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pycalico.datastore.etcd import EtcdClient, TlsConfig
 from pycalico.errors import DatastoreError
@@ -119,7 +120,7 @@ class EtcdCluster:
     def tls(self) -> TlsConfig:
         return self.pki.client_tls()
 
-    def client(self, **kwargs: float) -> EtcdClient:
+    def client(self, **kwargs: Any) -> EtcdClient:
         return EtcdClient(self.endpoints, self.tls(), **kwargs)
 
     def _command(self, m: Member) -> list[str]:
