@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pycalico.datastore import settle
 from pycalico.datastore.etcd import EtcdClient, KeyValue
@@ -230,7 +230,7 @@ class IPAM:
             (keys.host_affinity_prefix(host, 4), True),
         ])
         config = IpamConfig.from_json(config_kvs[0].json()) if config_kvs else IpamConfig()
-        pools = [p for p in (IPPool.from_json(kv.json()) for kv in pool_kvs) if p.version == 4]
+        pools = [p for p in (cast(IPPool, IPPool.from_json(kv.json())) for kv in pool_kvs) if p.version == 4]
         labels = Node.from_json(node_kvs[0].json()).labels if node_kvs else {}
         affinities = {}
         for kv in aff_kvs:
@@ -421,11 +421,12 @@ class IPAM:
                     result += self._assign_in_block(cidr, num - len(result), handle, attrs, host,
                                                     kvs[0] if kvs else None, extras, result)
                 while len(result) < num and config.auto_allocate_blocks:
-                    cidr = self._claim_block(host, candidates, config, len(affinities))
-                    if cidr is None:
+                    claimed = self._claim_block(host, candidates, config, len(affinities))
+                    if claimed is None:
                         break
-                    affinities[cidr] = "confirmed"
-                    result += self._assign_in_block(cidr, num - len(result), handle, attrs, host, None, extras, result)
+                    affinities[claimed] = "confirmed"
+                    result += self._assign_in_block(claimed, num - len(result), handle, attrs, host, None, extras,
+                                                    result)
                 if len(result) < num and not config.strict_affinity:
                     for block in self.blocks():
                         if len(result) >= num:
