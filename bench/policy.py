@@ -15,7 +15,7 @@ their addresses), one ``kns.`` profile per namespace.
     peer pod comes back: p50 over 15 pods.
 (d) iperf3 pod → pod across the two nodes: through a 100-rule ingress policy vs no policy.
 
-    .venv/bin/python bench/policy.py
+    .venv/bin/python bench/policy.py [-v]    (-v: the agent's log of its start)
 """
 
 from __future__ import annotations
@@ -126,6 +126,7 @@ def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: int = 4) -> f
 
 
 def main() -> int:
+    verbose = "-v" in sys.argv
     prefix = f"bp{uuid.uuid4().hex[:5]}"
     with EtcdCluster(1, prefix=prefix) as etcd:
         client = etcd.client()
@@ -153,6 +154,8 @@ def main() -> int:
             apply_s = float(first_apply.group(2)) / 1000 if first_apply else float("nan")
             floor_s = min(floor(save, ipsets) for _ in range(3))
             print(f"(a) {chains} chains, {sets} IP sets, {save.count(chr(10) + '-A cali-')} rules in node 1's kernel")
+            if verbose:
+                print(h1.log("agent")[:3000])
 
             # (b) one policy change → enforced
             latencies = []

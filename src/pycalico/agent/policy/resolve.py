@@ -248,8 +248,9 @@ class PolicyCalculator:
                       if w.spec.get("node") == self.nodename and w.spec.get("interfaceName")}
         local_heps = {k: items[k] for k, h in inp.host_endpoints.items() if h.spec.get("node") == self.nodename}
         policies = self._all_policies(inp)
-        self.local.want(p.selector for p in policies)
+        # items first: a new selector is then anchored on the label test with the fewest items
         self.local.update({**local_weps, **local_heps})
+        self.local.want(p.selector for p in policies)
         self.local.take_changed()
         tiers = self._tiers(inp)
 
@@ -386,8 +387,8 @@ class PolicyCalculator:
 
     def _sync_sets(self, items: dict[str, Item], wanted: dict[str, tuple[str, str | None, str | None]]) -> None:
         selectors = {sel for _, sel, _ in wanted.values() if sel}
-        self.remote.want(selectors)
         self.remote.update(items)
+        self.remote.want(selectors)
         changed = self.remote.take_changed()
         for name in list(self._sets):
             if name not in wanted:
