@@ -69,3 +69,36 @@ def test_removes_ours_and_keeps_the_rest(ns):
 
     again = sh(ns, f"{sys.executable} {SCRIPT} {' '.join(ARGS)}")
     assert again.stdout == "", again.stdout
+
+
+POLICY_STATE = """
+from pycalico.agent.policy.engine import PolicyEngine
+from pycalico.agent.policy.params import PolicyParams
+from pycalico.agent.policy.resolve import PolicyInputs
+from pycalico.model import NetworkPolicy, Profile, WorkloadEndpoint
+wep = WorkloadEndpoint("w", {"node": "n1", "ipNetworks": ["10.9.0.5/32"], "interfaceName": "cali0123456789a",
+                             "profiles": ["kns.a"]}, namespace="a", metadata={"labels": {"app": "x"}})
+rule = {"action": "Allow", "source": {"selector": "app == 'x'"}}
+pol = NetworkPolicy("p", {"selector": "app == 'x'", "ingress": [rule]}, namespace="a")
+engine = PolicyEngine("n1", "nft")
+engine.ensure_fail_closed(PolicyParams())
+stats = engine.apply(PolicyInputs(weps={"w": wep}, network_policies={"p": pol},
+                                  profiles={"a": Profile("kns.a", {"ingress": [{"action": "Allow"}]})}))
+assert not stats.errors, stats.errors
+"""
+
+
+@pytest.mark.netns
+def test_removes_the_policy_engines_chains_hooks_and_sets(ns):
+    """Everything the agent's policy engine writes: filter chains, the hooks and the FORWARD
+    accept-mark rule in the kernel's chains, and the selector IP sets (names with ':')."""
+    sh(ns, "ip link set lo up; iptables-nft -N KUBE-FORWARD; iptables-nft -A FORWARD -j KUBE-FORWARD")
+    subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", POLICY_STATE], check=True)
+    before = sh(ns, "iptables-nft -S").stdout
+    assert "-j cali-FORWARD" in before and "--mark 0x10000/0x10000 -j ACCEPT" in before
+    assert any(name.startswith("cali40s:") for name in sh(ns, "ipset list -n").stdout.split())
+
+    sh(ns, f"{sys.executable} {SCRIPT} {' '.join(ARGS)}")
+    after = sh(ns, "iptables-nft -S").stdout
+    assert "cali" not in after and "0x10000" not in after and "-A FORWARD -j KUBE-FORWARD" in after
+    assert sh(ns, "ipset list -n").stdout.split() == []

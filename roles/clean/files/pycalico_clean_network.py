@@ -100,7 +100,10 @@ class Cleaner(object):
                     continue
                 m = re.match(r"^-A (\S+) (.*)$", line)
                 target = re.compile(r"(^| )-[jg] %s\S*" % re.escape(prefix))
-                if m and not m.group(1).startswith(prefix) and target.search(m.group(2)):
+                # our rules in the kernel's chains: jumps to our chains, and the ones marked
+                # with our "cali:" comment (the FORWARD accept-mark rule of the policy engine)
+                ours_by_id = re.search(r'--comment "?cali:[A-Za-z0-9_-]{16}"?', m.group(2)) if m else None
+                if m and not m.group(1).startswith(prefix) and (target.search(m.group(2)) or ours_by_id):
                     jumps.append("-D %s %s" % (m.group(1), m.group(2)))
             if not ours and not jumps:
                 continue
