@@ -1,0 +1,1 @@
+"""Kubernetes integration: the policy/profile/pod conversion and pycalico-kube-controllers."""
