@@ -56,6 +56,10 @@ class Informer:
         self._thread.start()
         return self
 
+    def request_stop(self) -> None:
+        """Stop at the next event or bookmark (see ``stop`` to also wait for it)."""
+        self._stop.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._thread.join(timeout)

@@ -83,6 +83,8 @@ class Manager:
         self._stop.set()
         self._wake.set()
         for informer in self.informers.values():
+            informer.request_stop()
+        for informer in self.informers.values():
             informer.stop()
         self._thread.join(10)
 
