@@ -473,12 +473,11 @@ def _handler(api: KubeApiServer) -> type[http.server.BaseHTTPRequestHandler]:
             """(plural, namespace, name, query) of the request path."""
             url = urllib.parse.urlsplit(self.path)
             query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
-            for prefix, version in PREFIXES.items():
-                if url.path.startswith(prefix + "/"):
-                    parts = url.path[len(prefix) + 1:].strip("/").split("/")
-                    break
-            else:
+            prefix = next((p for p in PREFIXES if url.path.startswith(p + "/")), None)
+            if prefix is None:
                 raise ApiError(404, "NotFound", f"the server could not find the requested resource ({url.path})")
+            version = PREFIXES[prefix]
+            parts = url.path[len(prefix) + 1:].strip("/").split("/")
             namespace = None
             if len(parts) >= 3 and parts[0] == "namespaces":
                 namespace, parts = parts[1], parts[2:]
