@@ -255,6 +255,16 @@ def test_truth_table_bgp(etcd_cluster, etcd, unique):
                 [T(At(h2.ns, h2.addr), At(h1.ns, h1.addr), "tcp", 22, True, "failsafe ssh"),
                  T(At(h2.ns, h2.addr), At(h1.ns, h1.addr), "tcp", 80, False, "not failsafe"),
                  T(q, x, "tcp", 80, True, "pods still talk across")])
+            scenario("HostEndpoint applyOnForward", [
+                HostEndpoint(f"{h1.name}-eth0", {"node": h1.name, "interfaceName": "eth0", "expectedIPs": [h1.addr]},
+                             metadata={"labels": {"role": "edge"}}),
+                gnp("edge-fwd", {"selector": "role == 'edge'", "applyOnForward": True, "types": ["Egress"],
+                                 "egress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [81]}},
+                                            {"action": "Allow"}]})],
+                [T(x, outside, "tcp", 80, True, "forwarded out, allowed"),
+                 T(x, outside, "tcp", 81, False, "forwarded out, denied on the host endpoint"),
+                 T(q, x, "tcp", 80, True, "forwarded in: no forward ingress policy"),
+                 T(At(h2.ns, h2.addr), At(h1.ns, h1.addr), "tcp", 22, True, "failsafe ssh")])
         text = metrics(h1)
         for name in ("felix_active_local_endpoints", "felix_iptables_restore_calls", "felix_ipsets_total",
                      "felix_int_dataplane_apply_time_seconds_count", "felix_active_local_policies"):

@@ -249,6 +249,29 @@ class Renderer:
         chains[root] = root_rules + end
         return chains
 
+    @staticmethod
+    def _forward_chain(ep: EndpointRules, ingress: bool, model: PolicyModel) -> list[str]:
+        """Forwarded traffic through a host endpoint: only its applyOnForward policies; with
+        none (or when every tier passed) it is allowed, as Felix allows forwarded traffic."""
+        deny = model.params.filter_deny_action
+        tiers = ep.forward_ingress if ingress else ep.forward_egress
+        if not tiers:
+            return []
+        direction = "i" if ingress else "o"
+        rules = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+        if not model.params.disable_conntrack_invalid_check:
+            rules.append("-m conntrack --ctstate INVALID -j DROP")
+        rules.append(_clear(ACCEPT | PASS))
+        for tier in tiers:
+            rules.append(_clear(PASS))
+            for ident in tier.policies:
+                rules.append(f"{_unmarked(PASS)} -j {policy_chain(direction, ident)}")
+                rules.append(f"{_mark(ACCEPT)} -j RETURN")
+            if tier.end_drop:
+                rules.append(f"{_unmarked(PASS)} -j {deny}")
+        rules.append(_set_mark(ACCEPT))
+        return rules
+
     # ---- the table ----------------------------------------------------------------------------------
     def _endpoint_chains(self, prefixes: tuple[str, str], ep: EndpointRules, model: PolicyModel,
                          host: bool) -> tuple[list[str], list[str]]:
@@ -300,8 +323,21 @@ class Renderer:
             to_hep[TO_HEP].append(f"-g {endpoint_chain('cali-th-', '*')}")
         chains.update(from_hep)
         chains.update(to_hep)
-        chains[FROM_HEP_FWD] = []
-        chains[TO_HEP_FWD] = []
+        from_fwd: list[str] = []
+        to_fwd: list[str] = []
+        for iface, ep in sorted(model.hosts.items(), key=lambda kv: kv[0] == "*"):
+            for ingress, dispatch, prefix, flag in ((True, from_fwd, "cali-fhfw-", "-i"),
+                                                    (False, to_fwd, "cali-thfw-", "-o")):
+                rules = self._forward_chain(ep, ingress, model)
+                if not rules:
+                    continue
+                chain = endpoint_chain(prefix, iface)
+                chains[chain] = rules
+                dispatch.append(f"-g {chain}" if iface == "*" else f"{flag} {iface} -g {chain}")
+        if to_fwd:
+            to_fwd.insert(0, "-o lo -j RETURN")
+        chains[FROM_HEP_FWD] = from_fwd
+        chains[TO_HEP_FWD] = to_fwd
         chains[FAILSAFE_IN] = [f"-p {proto} -m {proto} --dport {port} -j ACCEPT" for proto, port in p.failsafe_in]
         chains[FAILSAFE_OUT] = [f"-p {proto} -m {proto} --dport {port} -j ACCEPT" for proto, port in p.failsafe_out]
         chains.update(static_chains(model))

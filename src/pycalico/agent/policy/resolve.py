@@ -81,6 +81,9 @@ class EndpointRules:
     ingress: tuple[TierRules, ...]
     egress: tuple[TierRules, ...]
     profiles: tuple[str, ...]
+    # host endpoints only: the applyOnForward policies, for traffic forwarded through the interface
+    forward_ingress: tuple[TierRules, ...] = ()
+    forward_egress: tuple[TierRules, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class _Policy:
     ingress_on: bool
     egress_on: bool
     normal: bool  # not doNotTrack / preDNAT (those never police workloads)
+    forward: bool  # applyOnForward: also forwarded traffic through a host endpoint
     ingress: tuple[Rule, ...]
     egress: tuple[Rule, ...]
 
@@ -167,6 +171,7 @@ def _policy(key: str, res: Any, kind: str) -> _Policy:
         selector=policy_selector(spec, namespace or None),
         ingress_on=both or "Ingress" in types, egress_on=both or "Egress" in types,
         normal=not spec.get("doNotTrack") and not spec.get("preDNAT"),
+        forward=bool(spec.get("applyOnForward")) and kind == "GlobalNetworkPolicy",
         ingress=_convert_rules(spec.get("ingress"), namespace or None, "ingress"),
         egress=_convert_rules(spec.get("egress"), namespace or None, "egress"),
     )
@@ -283,7 +288,7 @@ class PolicyCalculator:
             if not iface:
                 continue  # HEPs by expectedIPs only are not resolved to an interface here
             profiles = tuple(str(p) for p in hep.spec.get("profiles") or [])
-            model.hosts[iface] = self._endpoint(iface, applying[key], profiles, tiers, used_policies)
+            model.hosts[iface] = self._endpoint(iface, applying[key], profiles, tiers, used_policies, host=True)
             used_profiles.update(profiles)
         self.active_policies = len(used_policies)
         for prefix, by_iface in (("", model.workloads), ("hep:", model.hosts)):
@@ -324,11 +329,12 @@ class PolicyCalculator:
         return model
 
     def _endpoint(self, iface: str, pols: list[_Policy], profiles: tuple[str, ...],
-                  tiers: dict[str, tuple[float, bool]], used: dict[str, _Policy]) -> EndpointRules:
-        def direction(on: str) -> tuple[TierRules, ...]:
+                  tiers: dict[str, tuple[float, bool]], used: dict[str, _Policy], *,
+                  host: bool = False) -> EndpointRules:
+        def direction(on: str, forward: bool = False) -> tuple[TierRules, ...]:
             out: list[TierRules] = []
             for pol in pols:
-                if not getattr(pol, on):
+                if not getattr(pol, on) or (forward and not pol.forward):
                     continue
                 used[pol.ident] = pol
                 end_drop = tiers[pol.tier][1] if pol.tier in tiers else True
@@ -339,7 +345,10 @@ class PolicyCalculator:
                     out.append(TierRules(pol.tier, (pol.ident,), end_drop))
             return tuple(out)
 
-        return EndpointRules(iface, direction("ingress_on"), direction("egress_on"), profiles)
+        if not host:
+            return EndpointRules(iface, direction("ingress_on"), direction("egress_on"), profiles)
+        return EndpointRules(iface, direction("ingress_on"), direction("egress_on"), profiles,
+                             direction("ingress_on", True), direction("egress_on", True))
 
     def _profile(self, name: str, res: Any, wanted: dict[str, tuple[str, str | None, str | None]]) -> PolicyRules:
         if name == DEFAULT_ALLOW_PROFILE and res is None:
