@@ -1,0 +1,122 @@
+"""The policy calculation and its iptables rendering, without a kernel: names, ordering,
+label inheritance, IP set members, match splitting, stable dispatch chains."""
+
+from __future__ import annotations
+
+import re
+
+from pycalico.agent.policy.iptables import FROM_WL, Renderer, policy_chain
+from pycalico.agent.policy.names import MAX_CHAIN, MAX_IPSET, length_limited
+from pycalico.agent.policy.resolve import PolicyCalculator, PolicyInputs
+from pycalico.agent.policy.selectors import entity_selectors, policy_selector
+from pycalico.model import GlobalNetworkPolicy, NetworkPolicy, NetworkSet, Profile, Tier, WorkloadEndpoint
+
+
+def wep(name: str, ip: str, iface: str, labels: dict[str, str], *, node: str = "n1", ns: str = "a",
+        profiles: list[str] | None = None, **spec: object) -> WorkloadEndpoint:
+    return WorkloadEndpoint(name, {"node": node, "orchestrator": "k8s", "ipNetworks": [f"{ip}/32"],
+                                   "interfaceName": iface, "profiles": profiles or [f"kns.{ns}"], **spec},
+                            namespace=ns, metadata={"labels": labels})
+
+
+def model_for(**inputs: object) -> tuple[PolicyCalculator, object]:
+    calc = PolicyCalculator("n1")
+    return calc, calc.compute(PolicyInputs(**inputs))  # type: ignore[arg-type]
+
+
+def test_names_are_length_limited_as_felix_does() -> None:
+    assert length_limited("cali-pi-", "np/ns1/allow-fe") == "cali-pi-np/ns1/allow-fe"
+    long = length_limited("cali-pi-", "np/default/knp.default.web")
+    assert len(long) == MAX_CHAIN and long.startswith("cali-pi-_")
+    assert length_limited("cali-pro-", "ksa.default.default") == "cali-pro-ksa.default.default"  # exactly 28
+    assert len(policy_chain("o", "gnp/" + "x" * 60)) == MAX_CHAIN
+
+
+def test_selectors_are_scoped_as_felix_does() -> None:
+    assert policy_selector({"selector": "app == 'x'"}, "a") == '(app == \'x\') && (projectcalico.org/namespace == "a")'
+    positive, negative = entity_selectors({"notSelector": "app == 'y'"}, "a")
+    assert positive == '(projectcalico.org/namespace == "a") && !(app == \'y\')' and negative is None
+    assert entity_selectors({"notSelector": "app == 'y'"}, None) == (None, "app == 'y'")
+    assert entity_selectors({"nets": ["10.0.0.0/8"]}, "a") == (None, None)  # no selector: not scoped
+    positive, _ = entity_selectors({"namespaceSelector": "global()"}, "a")
+    assert positive == "!has(projectcalico.org/namespace)"
+
+
+def test_order_tiers_and_profiles_per_endpoint() -> None:
+    weps = {"x": wep("x", "10.0.0.1", "calix", {"app": "x"})}
+    pols = {
+        "late": NetworkPolicy("late", {"selector": "all()", "ingress": [{"action": "Allow"}]}, namespace="a"),
+        "b": NetworkPolicy("b", {"selector": "all()", "order": 10, "ingress": [{"action": "Allow"}]}, namespace="a"),
+        "a": NetworkPolicy("a", {"selector": "all()", "order": 10, "types": ["Egress"]}, namespace="a"),
+        "other-ns": NetworkPolicy("o", {"selector": "all()"}, namespace="b"),
+    }
+    gnps = {"sec": GlobalNetworkPolicy("sec.g", {"tier": "sec", "selector": "app == 'x'", "types": ["Ingress"]}),
+            "dnt": GlobalNetworkPolicy("dnt", {"selector": "all()", "doNotTrack": True, "applyOnForward": True})}
+    tiers = {"sec": Tier("sec", {"order": 100, "defaultAction": "Pass"})}
+    _, model = model_for(weps=weps, network_policies=pols, global_network_policies=gnps, tiers=tiers,
+                         profiles={"kns.a": Profile("kns.a", {})})
+    ep = model.workloads["calix"]  # type: ignore[attr-defined]
+    assert [(t.name, t.policies, t.end_drop) for t in ep.ingress] == [
+        ("sec", ("gnp/sec.g",), False), ("default", ("np/a/b", "np/a/late"), True)]
+    # stored without types (not through the client), b and late govern egress too, as in Felix
+    assert [t.policies for t in ep.egress] == [("np/a/a", "np/a/b", "np/a/late")]
+    assert ep.profiles == ("kns.a",)
+
+
+def test_ipsets_hold_every_matching_endpoint_and_set_with_inherited_labels() -> None:
+    weps = {
+        "x": wep("x", "10.0.0.1", "calix", {"app": "x"}, ports=[{"name": "http", "port": 9000, "protocol": "TCP"}]),
+        "remote": wep("r", "10.0.9.9", "calir", {"app": "y"}, node="n2"),
+        "fake-ns": wep("f", "10.0.9.10", "calif", {"app": "y", "pcns.team": "a"}, node="n2", ns="b"),
+    }
+    profiles = {"kns.a": Profile("kns.a", {"labelsToApply": {"pcns.team": "a"}}), "kns.b": Profile("kns.b", {})}
+    sets = {"s": NetworkSet("s", {"nets": ["192.0.2.0/24", "0.0.0.0/0"]}, namespace="a",
+                            metadata={"labels": {"app": "y"}})}
+    pol = NetworkPolicy("p", {"selector": "app == 'x'", "ingress": [
+        {"action": "Allow", "source": {"selector": "app == 'y'"}},
+        {"action": "Allow", "source": {"namespaceSelector": "team == 'a'"}},
+        {"action": "Allow", "destination": {"ports": ["http"]}}]}, namespace="a")
+    _, model = model_for(weps=weps, network_policies={"p": pol}, profiles=profiles, network_sets=sets)
+    members = {s.kind + " " + ",".join(sorted(s.members)) for s in model.ipsets.values()}  # type: ignore[attr-defined]
+    # app=y in namespace a: the remote pod and the set (0/0 split in halves); not the pod in b
+    assert "hash:net 0.0.0.0/1,10.0.9.9/32,128.0.0.0/1,192.0.2.0/24" in members
+    # team=a through kns.a only: a pcns. label stored on the endpoint itself does not count
+    assert "hash:net 0.0.0.0/1,10.0.0.1/32,10.0.9.9/32,128.0.0.0/1,192.0.2.0/24" in members
+    assert "hash:ip,port 10.0.0.1,tcp:9000" in members
+    assert all(len(name) <= MAX_IPSET for name in model.ipsets)  # type: ignore[attr-defined]
+
+
+def test_rendering_splits_alternatives_and_uses_sets_for_many_nets() -> None:
+    weps = {"x": wep("x", "10.0.0.1", "calix", {"app": "x"})}
+    ports = list(range(1000, 1020)) + ["2000:2010", "http"]
+    pol = NetworkPolicy("p", {"selector": "all()", "ingress": [
+        {"action": "Allow", "protocol": "TCP", "destination": {"ports": ports}},
+        {"action": "Deny", "source": {"nets": ["10.1.0.0/16", "10.2.0.0/16"], "notNets": ["10.1.1.0/24"]}}]},
+        namespace="a")
+    _, model = model_for(weps=weps, network_policies={"p": pol}, profiles={"kns.a": Profile("kns.a", {})})
+    table = Renderer().render(model)  # type: ignore[arg-type]
+    rules = table.chains["cali-pi-np/a/p"]
+    multiport = [r for r in rules if "--destination-ports" in r]
+    assert len(multiport) == 2 and all(len(r.split("--destination-ports ")[1].split()[0].split(",")) <= 15
+                                       for r in multiport)
+    assert sum("dst,dst" in r for r in rules) == 1  # the named port: one more alternative
+    assert rules[3] == "-m mark --mark 0x10000/0x10000 -j RETURN"  # one return for the three alternatives
+    deny = rules[-1]
+    assert re.search(r"-m set --match-set cali40c:\S+ src", deny) and "! -s 10.1.1.0/24" in deny
+    assert deny.endswith("-j DROP")
+    nets = [s for name, s in table.ipsets.items() if name.startswith("cali40c:")]
+    assert [sorted(s.members) for s in nets] == [["10.1.0.0/16", "10.2.0.0/16"]]
+
+
+def test_dispatch_buckets_do_not_move_when_an_interface_comes() -> None:
+    profiles = {"kns.a": Profile("kns.a", {})}
+    weps = {f"w{i}": wep(f"w{i}", f"10.0.1.{i}", f"cali{i:02x}{'0' * 9}", {}) for i in range(40)}
+    renderer = Renderer()
+    _, first = model_for(weps=weps, profiles=profiles)
+    before = renderer.render(first).chains  # type: ignore[arg-type]
+    weps["new"] = wep("new", "10.0.2.1", "califf00000000x", {})
+    _, second = model_for(weps=weps, profiles=profiles)
+    after = renderer.render(second).chains  # type: ignore[arg-type]
+    changed = {name for name in after if name.startswith(FROM_WL) and after[name] != before.get(name)}
+    assert changed == {FROM_WL, FROM_WL + "-calif"}
+    assert before[FROM_WL][-1] == "-j DROP" and before[FROM_WL + "-cali0"][-1] == "-j DROP"
