@@ -67,7 +67,7 @@ class Settings:
                                       ", ".join(CONTROLLERS + tuple(ALIASES) + IGNORED))
             if name not in chosen:
                 chosen.append(name)
-        prefix = "ETCD_" if values.get("ETCD_ENDPOINTS") else "CALICO_ETCD_"
+        prefix = "CALICO_ETCD_" if values.get("CALICO_ETCD_ENDPOINTS") and not values.get("ETCD_ENDPOINTS") else "ETCD_"
         return cls(
             controllers=tuple(chosen),
             kubeconfig=values.get("KUBECONFIG", "") or "",
