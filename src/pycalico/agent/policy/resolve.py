@@ -10,6 +10,7 @@ network set in the cluster. Pure computation with caches; no I/O.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,6 +192,8 @@ class PolicyCalculator:
         self._sets: dict[str, IPSet] = {}
         self._set_sources: dict[str, tuple[str, str | None, str | None]] = {}  # name -> (kind, selector, port)
         self.active_policies = 0
+        self._last_inputs: PolicyInputs | None = None
+        self._last_items: tuple[dict[str, Item], dict[str, Item], dict[str, Item]] = ({}, {}, {})
         self._endpoints: dict[str, EndpointRules] = {}  # last result per interface, reused when equal
         self._resolved: dict[str, tuple[Any, PolicyRules, dict[str, tuple[str, str | None, str | None]]]] = {}
 
@@ -246,15 +249,38 @@ class PolicyCalculator:
         return tiers
 
     # ---- the model -----------------------------------------------------------------------------
+    def _items_unchanged(self, inp: PolicyInputs) -> bool:
+        """True when every endpoint, set and profile is the very object the last call saw (a
+        policy change): the item-by-item work is skipped, cheap checks done in C."""
+        last = self._last_inputs
+        if last is None:
+            return False
+        for field_name in ("weps", "network_sets", "global_network_sets", "host_endpoints", "profiles"):
+            now, before = getattr(inp, field_name), getattr(last, field_name)
+            if now is before:
+                continue
+            if len(now) != len(before) or now.keys() != before.keys() or \
+                    not all(map(operator.is_, now.values(), before.values())):
+                return False
+        return True
+
     def compute(self, inp: PolicyInputs) -> PolicyModel:
-        self._profile_label_map(inp.profiles)
-        items = self._all_items(inp)
-        local_weps = {k: items[k] for k, w in inp.weps.items()
-                      if w.spec.get("node") == self.nodename and w.spec.get("interfaceName")}
-        local_heps = {k: items[k] for k, h in inp.host_endpoints.items() if h.spec.get("node") == self.nodename}
+        unchanged = self._items_unchanged(inp)
+        self._last_inputs = inp
+        if unchanged:
+            items, local_weps, local_heps = self._last_items
+        else:
+            self._profile_label_map(inp.profiles)
+            items = self._all_items(inp)
+            local_weps = {k: items[k] for k, w in inp.weps.items()
+                          if w.spec.get("node") == self.nodename and w.spec.get("interfaceName")}
+            local_heps = {k: items[k] for k, h in inp.host_endpoints.items()
+                          if h.spec.get("node") == self.nodename}
+            self._last_items = (items, local_weps, local_heps)
         policies = self._all_policies(inp)
         # items first: a new selector is then anchored on the label test with the fewest items
-        self.local.update({**local_weps, **local_heps})
+        if not unchanged:
+            self.local.update({**local_weps, **local_heps})
         self.local.want(p.selector for p in policies)
         self.local.take_changed()
         tiers = self._tiers(inp)
@@ -324,7 +350,7 @@ class PolicyCalculator:
             wanted_sets.update(cached[2])
         self._resolved = resolved
 
-        self._sync_sets(items, wanted_sets)
+        self._sync_sets(items, wanted_sets, items_changed=not unchanged)
         model.ipsets = dict(self._sets)
         return model
 
@@ -394,9 +420,11 @@ class PolicyCalculator:
                             self._side(rule.src, rule.protocol, wanted), self._side(rule.dst, rule.protocol, wanted),
                             rule.comment)
 
-    def _sync_sets(self, items: dict[str, Item], wanted: dict[str, tuple[str, str | None, str | None]]) -> None:
+    def _sync_sets(self, items: dict[str, Item], wanted: dict[str, tuple[str, str | None, str | None]], *,
+                   items_changed: bool = True) -> None:
         selectors = {sel for _, sel, _ in wanted.values() if sel}
-        self.remote.update(items)
+        if items_changed:
+            self.remote.update(items)
         self.remote.want(selectors)
         changed = self.remote.take_changed()
         for name in list(self._sets):
@@ -406,7 +434,7 @@ class PolicyCalculator:
         for name, source in wanted.items():
             kind, sel, port = source
             fresh = name not in self._sets or self._set_sources.get(name) != source
-            if not fresh and sel is not None and sel not in changed:
+            if not fresh and ((sel is not None and sel not in changed) or (sel is None and not items_changed)):
                 continue
             self._sets[name] = IPSet(name, kind, frozenset(self._members(items, kind, sel, port)))
             self._set_sources[name] = source
