@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pycalico.datastore.etcd import EtcdClient
-from pycalico.kube.election import LEADER_KEY
+from pycalico.kube.election import LEADER_KEY, LeaderElection
 from pycalico.model import Profile, ResourceStore
 from tests.support.etcd import EtcdCluster, free_port
 from tests.support.kube_apiserver import KubeApiServer
@@ -91,3 +91,20 @@ def test_standby_takes_over_within_15s_when_the_active_one_is_killed(
     print(f"failover took {took_over:.1f}s")
     assert took_over <= 15, f"failover took {took_over:.1f}s"
     assert names[standby][0].poll() is None
+
+
+def test_a_leader_whose_lease_is_gone_stops_leading(etcd: EtcdClient, unique: str) -> None:
+    first = LeaderElection(etcd, f"{unique}-a", ttl=3)
+    second = LeaderElection(etcd, f"{unique}-b", ttl=3)
+    try:
+        assert first.try_acquire()
+        assert not second.try_acquire()  # the key is held
+        assert leader(etcd) == f"{unique}-a"
+        etcd.lease_revoke(first.lease_id)  # as when the lease expired while etcd was unreachable
+        assert wait_until(first.lost.is_set, 5)
+        assert not first.leading.is_set()
+        assert second.try_acquire() and leader(etcd) == f"{unique}-b"
+    finally:
+        first.resign()
+        second.resign()
+    assert leader(etcd) == ""  # resigning revokes the lease, and the key goes with it
