@@ -22,7 +22,9 @@ MODES = {"always": "Always", "crosssubnet": "CrossSubnet", "cross-subnet": "Cros
 # Older Calico manifests (and kubeasz inventories) use "off" for no IPIP.
 IPIP_LEGACY = {"off": "Never", "false": "Never", "disabled": "Never"}
 BACKENDS = ("bird", "vxlan", "none")
-NETWORKS = ("calico", "pycalico")
+NETWORKS = ("calico", "pycalico", "flannel")
+# kubeasz's flannel backends and the pycalico mode that does the same job
+FLANNEL_BACKENDS = ("vxlan", "host-gw")
 NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 AUTODETECT_RE = re.compile(
     r"^(first-found|can-reach=.+|interface=.+|skip-interface=.+|cidr=.+)$"
@@ -135,8 +137,11 @@ def network_settings(raw, groups=None):
     get = raw.get
 
     network = get("CLUSTER_NETWORK")
-    if not _unset(network) and str(network).strip().lower() not in NETWORKS:
-        _fail("CLUSTER_NETWORK", network, "calico (this collection deploys pycalico)")
+    network = "calico" if _unset(network) else str(network).strip().lower()
+    if network not in NETWORKS:
+        _fail("CLUSTER_NETWORK", get("CLUSTER_NETWORK"),
+              "calico, or flannel (deployed as the pycalico mode that matches FLANNEL_BACKEND)")
+    flannel = _flannel(get) if network == "flannel" else None
 
     name = get("CLUSTER_NAME")
     name = "cluster1" if _unset(name) else str(name).strip()
@@ -155,13 +160,20 @@ def network_settings(raw, groups=None):
         if pool_cidr not in cluster_cidr:
             _fail(pool_var, get(pool_var), "a CIDR inside CLUSTER_CIDR %s" % cluster_cidr, "outside CLUSTER_CIDR")
 
-    backend = get("CALICO_NETWORKING_BACKEND")
+    if flannel is not None:
+        # kubeasz's config.yml carries the CALICO_* defaults whatever CLUSTER_NETWORK says;
+        # with flannel chosen they mean nothing, as in kubeasz.
+        get = _without_calico_modes(get)
+        backend, flannel_ipip, flannel_vxlan = flannel
+    backend = get("CALICO_NETWORKING_BACKEND") if flannel is None else backend
     backend = "bird" if _unset(backend) else str(backend).strip().lower()
     if backend not in BACKENDS:
         _fail("CALICO_NETWORKING_BACKEND", get("CALICO_NETWORKING_BACKEND"), "bird, vxlan or none")
 
     ipip_raw, vxlan_raw, overlay_raw = get("CALICO_IPV4POOL_IPIP"), get("CALICO_IPV4POOL_VXLAN"), get(
         "CALICO_ENABLE_OVERLAY")
+    if flannel is not None:
+        ipip_raw, vxlan_raw = flannel_ipip, flannel_vxlan
     ipip = None if _unset(ipip_raw) else _mode("CALICO_IPV4POOL_IPIP", ipip_raw, legacy=True)
     vxlan = None if _unset(vxlan_raw) else _mode("CALICO_IPV4POOL_VXLAN", vxlan_raw)
     if not _unset(overlay_raw):
@@ -228,6 +240,7 @@ def network_settings(raw, groups=None):
         "CALICO_RR_CLUSTER_ID"))
 
     return {
+        "cluster_network": network,
         "cluster_name": name,
         "cluster_cidr": str(cluster_cidr),
         "pool_name": "default-ipv4-ippool",
@@ -245,6 +258,31 @@ def network_settings(raw, groups=None):
         "rr_nodes": rr_nodes if rr_enabled else [],
         "rr_cluster_id": rr_cluster_id,
     }
+
+
+def _flannel(get):
+    """(backend, ipip mode, vxlan mode) for kubeasz's FLANNEL_BACKEND and DIRECT_ROUTING."""
+    raw = get("FLANNEL_BACKEND")
+    flannel_backend = "vxlan" if _unset(raw) else str(raw).strip().lower()
+    if flannel_backend not in FLANNEL_BACKENDS:
+        _fail("FLANNEL_BACKEND", raw, " or ".join(FLANNEL_BACKENDS),
+              "pycalico has no equivalent of flannel's %s backend" % flannel_backend)
+    direct = _bool("DIRECT_ROUTING", get("DIRECT_ROUTING"), False)
+    if flannel_backend == "host-gw":
+        if direct:
+            _fail("DIRECT_ROUTING", get("DIRECT_ROUTING"), "false with FLANNEL_BACKEND=host-gw",
+                  "host-gw is direct routing already")
+        return "none", "Never", "Never"
+    return "vxlan", "Never", "CrossSubnet" if direct else "Always"
+
+
+def _without_calico_modes(get):
+    ignored = ("CALICO_NETWORKING_BACKEND", "CALICO_IPV4POOL_IPIP", "CALICO_IPV4POOL_VXLAN", "CALICO_ENABLE_OVERLAY",
+               "CALICO_RR_ENABLED")
+
+    def inner(name, default=None):
+        return default if name in ignored else get(name, default)
+    return inner
 
 
 def node_target(value, variable, groups, allowed_groups=("kube_master", "kube_node", "calico_rr")):

@@ -43,6 +43,21 @@ def test_overlay_modes(f, raw, expected):
     assert (s["ipip_mode"], s["vxlan_mode"]) == expected
 
 
+@pytest.mark.parametrize("raw,expected", [
+    ({}, ("vxlan", "Never", "Always")),
+    ({"FLANNEL_BACKEND": "vxlan", "DIRECT_ROUTING": "false"}, ("vxlan", "Never", "Always")),
+    ({"FLANNEL_BACKEND": "vxlan", "DIRECT_ROUTING": True}, ("vxlan", "Never", "CrossSubnet")),
+    ({"FLANNEL_BACKEND": "host-gw"}, ("none", "Never", "Never")),
+    # kubeasz's config.yml keeps its CALICO_* defaults when flannel is chosen: they mean nothing then
+    ({"FLANNEL_BACKEND": "host-gw", "CALICO_IPV4POOL_IPIP": "Always", "CALICO_NETWORKING_BACKEND": "bird",
+      "CALICO_RR_ENABLED": "true"}, ("none", "Never", "Never")),
+])
+def test_flannel_variables_pick_the_matching_mode(f, raw, expected):
+    s = settings(f, CLUSTER_NETWORK="flannel", **raw)
+    assert (s["backend"], s["ipip_mode"], s["vxlan_mode"]) == expected
+    assert s["cluster_network"] == "flannel" and s["bgp_enabled"] is False and s["rr_enabled"] is False
+
+
 def test_route_reflectors_default_to_masters_or_calico_rr(f):
     assert settings(f, CALICO_RR_ENABLED="true")["rr_nodes"] == ["192.168.1.1"]
     groups = dict(GROUPS, calico_rr=["192.168.1.9"])
@@ -75,7 +90,12 @@ def test_route_reflectors_default_to_masters_or_calico_rr(f):
     ({"CALICO_IPV4POOL_IPIP": "Always", "CALICO_NETWORKING_BACKEND": "vxlan"},
      ["CALICO_IPV4POOL_IPIP", "IPIP needs BGP"]),
     ({"CALICO_NETWORKING_BACKEND": "ospf"}, ["CALICO_NETWORKING_BACKEND", "bird, vxlan or none"]),
-    ({"CLUSTER_NETWORK": "flannel"}, ["CLUSTER_NETWORK", "calico"]),
+    ({"CLUSTER_NETWORK": "cilium"}, ["CLUSTER_NETWORK", "calico, or flannel"]),
+    ({"CLUSTER_NETWORK": "flannel", "FLANNEL_BACKEND": "udp"}, ["FLANNEL_BACKEND", "vxlan or host-gw",
+                                                               "no equivalent of flannel's udp"]),
+    ({"CLUSTER_NETWORK": "flannel", "FLANNEL_BACKEND": "host-gw", "DIRECT_ROUTING": "true"},
+     ["DIRECT_ROUTING", "false with FLANNEL_BACKEND=host-gw"]),
+    ({"CLUSTER_NETWORK": "flannel", "DIRECT_ROUTING": "sometimes"}, ["DIRECT_ROUTING", "true or false"]),
     ({"CLUSTER_NAME": "my cluster"}, ["CLUSTER_NAME"]),
     ({"CALICO_IPV4POOL_BLOCK_SIZE": "33"}, ["CALICO_IPV4POOL_BLOCK_SIZE", "from 20 to 32"]),
     ({"CALICO_IPV4POOL_CIDR": "172.20.0.0/24", "CALICO_IPV4POOL_BLOCK_SIZE": 22},
