@@ -81,6 +81,9 @@ def test_unencapsulated_pool_is_left_to_bird_unless_there_is_no_bgp():
     d = calc.compute("a", NODES, [pool()], BLOCKS, backend="none", parent="eth0")
     assert d.routes["10.244.1.0/26"] == Route("10.244.1.0/26", via="10.0.0.2", dev="eth0", onlink=True)
     assert "10.244.2.0/26" not in d.routes  # not on our subnet, and no BGP to reach it
+    # Flannel's host-gw refuses such a node with a reason the agent reports
+    assert list(d.unroutable) == ["c"] and "outside this node's subnet 10.0.0.0/24" in d.unroutable["c"]
+    assert calc.compute("a", NODES, [pool()], BLOCKS, backend="bird").unroutable == {}
 
 
 def test_vxlan_mac_is_felix_deterministic():

@@ -107,6 +107,8 @@ class Desired:
     ipip: IpipDevice | None = None
     nat_pools: list[str] = field(default_factory=list)  # natOutgoing pool CIDRs
     all_pools: list[str] = field(default_factory=list)
+    # without BGP or encapsulation (Flannel's host-gw): peers no direct route can reach
+    unroutable: dict[str, str] = field(default_factory=dict)  # node name -> why
 
 
 def vxlan_mac(nodename: str) -> str:
@@ -254,6 +256,11 @@ def compute(
         route = _remote_route(dst, pool, peer, same_subnet, out, parent, backend)
         if route is not None:
             out.routes[dst] = route
+        elif backend == "none" and pool.vxlan_mode == "Never" and pool.ipip_mode == "Never" and not same_subnet:
+            out.unroutable[owner] = (f"node {owner} ({peer.ip}) is outside this node's subnet "
+                                     f"{my_if.network if my_if else '?'}: pool {pool.name} has no encapsulation "
+                                     "and there is no BGP, so its block "
+                                     f"{dst} gets no route (put every node in one subnet, or use VXLAN)")
 
     for block in blocks:
         pool = pool_for(block.cidr, pools)
