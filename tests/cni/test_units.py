@@ -38,13 +38,25 @@ def test_del_does_not_need_a_netns() -> None:
 
 
 @pytest.mark.parametrize("field,value", [("mtu", -1), ("mtu", True), ("etcd_endpoints", 5),
-                                         ("ipam", []), ("nodename_file", 3), ("log_level", "chatty")])
+                                         ("ipam", []), ("nodename_file", 3), ("log_level", "chatty"),
+                                         ("policy", {"type": "calico"}), ("policy", "k8s"),
+                                         ("kubernetes", {"kubeconfig": 7}), ("kubernetes", ["x"])])
 def test_invalid_fields_are_named(field: str, value: object) -> None:
     conf = {"name": "n", "type": "pycalico", "etcd_endpoints": "http://127.0.0.1:2379",
             "ipam": {"type": "pycalico-ipam"}, field: value}
     with pytest.raises(CniError) as err:
         parse_netconf(conf, "1.0.0")
     assert err.value.code == 7 and field in err.value.msg
+
+
+def test_kubernetes_mode_needs_a_kubeconfig() -> None:
+    conf = {"name": "n", "type": "pycalico", "etcd_endpoints": "http://127.0.0.1:2379",
+            "ipam": {"type": "pycalico-ipam"}, "policy": {"type": "k8s"}}
+    with pytest.raises(CniError) as err:
+        parse_netconf(conf, "1.0.0")
+    assert err.value.code == 7 and "kubernetes.kubeconfig" in err.value.msg
+    parsed = parse_netconf({**conf, "kubernetes": {"kubeconfig": "/etc/cni/net.d/calico-kubeconfig"}}, "1.0.0")
+    assert (parsed.policy_type, parsed.kubeconfig) == ("k8s", "/etc/cni/net.d/calico-kubeconfig")
 
 
 def test_errors_map_to_spec_codes() -> None:

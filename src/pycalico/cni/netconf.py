@@ -65,6 +65,7 @@ class NetConf:
     runtime_config: dict[str, Any] = field(default_factory=dict)
     valid_attachments: list[dict[str, str]] | None = None
     policy_type: str = ""  # "k8s": kube-controllers writes the kns./ksa. profiles
+    kubeconfig: str = ""  # kubernetes.kubeconfig: Kubernetes mode reads the pod from the API
 
     @property
     def datastore_key(self) -> tuple[str, ...]:
@@ -155,6 +156,12 @@ def parse_netconf(conf: dict[str, Any], cni_version: str, *, need_datastore: boo
     policy_type = _str(raw_policy, "type", prefix="policy.")
     if policy_type not in ("", "k8s"):
         raise _bad("policy.type", policy_type, "'k8s' or empty")
+    raw_kube = conf.get("kubernetes") or {}
+    if not isinstance(raw_kube, dict):
+        raise _bad("kubernetes", raw_kube, "an object such as {\"kubeconfig\": \"/etc/cni/net.d/calico-kubeconfig\"}")
+    kubeconfig = _str(raw_kube, "kubeconfig", prefix="kubernetes.")
+    if policy_type == "k8s" and not kubeconfig:
+        raise _bad("kubernetes.kubeconfig", kubeconfig, "the path of a kubeconfig (required with policy.type k8s)")
 
     return NetConf(
         cni_version=cni_version,
@@ -177,4 +184,5 @@ def parse_netconf(conf: dict[str, Any], cni_version: str, *, need_datastore: boo
         runtime_config=runtime,
         valid_attachments=attachments,
         policy_type=policy_type,
+        kubeconfig=kubeconfig,
     )
