@@ -80,3 +80,41 @@ def test_api_away_is_try_again_later_and_inline_credentials_work(kube: KubeApiSe
         bad = tmp_path / "bad.kubeconfig"
         bad.write_text(json.dumps({**config, "current-context": "other"}))
         KubeClient(str(bad))
+
+
+def test_the_fast_path_mirror_follows_the_api_and_relists_after_410(kube: KubeApiServer, kubeconfig: Path) -> None:
+    from pycalico.cni.k8s_cache import PodCache
+    from tests.support.topology import poll
+
+    kube.create("namespaces", {"metadata": {"name": "dev"}})
+    here = pod("here", "dev", labels={"app": "a"})
+    here["spec"]["nodeName"] = "node-1"
+    elsewhere = pod("elsewhere", "dev")
+    elsewhere["spec"]["nodeName"] = "node-2"
+    kube.create("pods", here, "dev")
+    kube.create("pods", elsewhere, "dev")
+    client = KubeClient(str(kubeconfig))
+    cache = PodCache(KubeClient(str(kubeconfig)), "node-1").start()
+    try:
+        poll(lambda: cache.pods.synced.is_set() and cache.namespaces.synced.is_set(), 10, what="mirrors listed")
+        assert cache.pod("dev", "here") is not None and cache.pod("dev", "elsewhere") is None
+        kube.patch("pods", "here", {"metadata": {"labels": {"app": "b"}}}, "dev")
+        poll(lambda: (cache.pod("dev", "here") or {}).get("metadata", {}).get("labels") == {"app": "b"}, 10,
+             what="label change through the watch")
+        client.close()
+        kube.stop()  # the API away: the mirror answers, no round trip needed
+        try:
+            assert pod_info(client, "dev", "here", cache).labels["app"] == "b"
+        finally:
+            kube.start()
+        relists = cache.pods.relists
+        kube.compact()
+        late = pod("late", "dev")
+        late["spec"]["nodeName"] = "node-1"
+        kube.create("pods", late, "dev")
+        poll(lambda: cache.pod("dev", "late") is not None, 15, what="the pod made after a compaction")
+        kube.delete("pods", "here", "dev")
+        poll(lambda: cache.pod("dev", "here") is None, 10, what="a deleted pod leaves the mirror")
+        assert cache.pods.relists >= relists  # a 410 (if the stream was behind) re-lists; never loses a pod
+    finally:
+        cache.stop()
