@@ -14,9 +14,7 @@ import threading
 
 from pycalico.errors import PycalicoError
 from pycalico.ipam import IPAM
-from pycalico.kube.api import KubeApi
 from pycalico.kube.election import LeaderElection
-from pycalico.kube.manager import Manager
 from pycalico.kube.metrics import Metrics, StatusServer
 from pycalico.kube.settings import Settings
 from pycalico.model import ResourceStore
@@ -28,6 +26,13 @@ log = logging.getLogger("pycalico.kube")
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from pycalico.kube.api import KubeApi
+        from pycalico.kube.manager import Manager
+    except ImportError as exc:
+        log.error("the Kubernetes client is missing (%s): install pycalico's kube extra, pip install 'pycalico[kube]'",
+                  exc)
+        return 2
     try:
         settings = Settings.from_env()
         api = KubeApi(settings.kubeconfig)
