@@ -22,6 +22,7 @@ import json
 import os
 import ssl
 import tempfile
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,9 +117,14 @@ class KubeClient:
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
         self._conn: http.client.HTTPSConnection | None = None
+        self._lock = threading.Lock()  # one kept-alive connection, shared by the mirrors' threads
 
     def get(self, path: str) -> dict[str, Any] | None:
         """The object at ``path``, or None when it does not exist (404)."""
+        with self._lock:
+            return self._get(path)
+
+    def _get(self, path: str) -> dict[str, Any] | None:
         try:
             if self._conn is None:
                 self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
@@ -127,7 +133,9 @@ class KubeClient:
             resp = self._conn.getresponse()
             body = resp.read()
         except (OSError, http.client.HTTPException) as exc:
-            self.close()
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
             raise KubeUnavailable(f"Kubernetes API {self.host}:{self.port} unreachable: {exc}") from None
         if resp.status == 404:
             return None
@@ -143,9 +151,9 @@ class KubeClient:
         return data if isinstance(data, dict) else None
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
 
 def _json_list(value: str, what: str) -> list[str]:
@@ -170,8 +178,12 @@ def container_ports(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def pod_info(client: KubeClient, namespace: str, name: str) -> PodInfo:
-    pod = client.get(f"/api/v1/namespaces/{urllib.parse.quote(namespace)}/pods/{urllib.parse.quote(name)}")
+def pod_info(client: KubeClient, namespace: str, name: str, cache: Any = None) -> PodInfo:
+    """What the WorkloadEndpoint needs of the pod; ``cache`` (a ``k8s_cache.PodCache``) answers
+    without a round trip when its watch already delivered the pod and namespace."""
+    pod = cache.pod(namespace, name) if cache is not None else None
+    if pod is None:
+        pod = client.get(f"/api/v1/namespaces/{urllib.parse.quote(namespace)}/pods/{urllib.parse.quote(name)}")
     if pod is None:
         raise KubeError(f"pod {namespace}/{name} not found in the Kubernetes API")
     meta = pod.get("metadata") or {}
@@ -185,7 +197,8 @@ def pod_info(client: KubeClient, namespace: str, name: str) -> PodInfo:
     if IPV4_POOLS_ANNOTATION in annotations:
         pools = _json_list(annotations[IPV4_POOLS_ANNOTATION], IPV4_POOLS_ANNOTATION)
     elif not ip_addrs:
-        ns = client.get(f"/api/v1/namespaces/{urllib.parse.quote(namespace)}") or {}
+        ns = (cache.namespace(namespace) if cache is not None else None) or \
+            client.get(f"/api/v1/namespaces/{urllib.parse.quote(namespace)}") or {}
         ns_annotations = (ns.get("metadata") or {}).get("annotations") or {}
         if IPV4_POOLS_ANNOTATION in ns_annotations:
             pools = _json_list(ns_annotations[IPV4_POOLS_ANNOTATION], f"{IPV4_POOLS_ANNOTATION} of namespace "
