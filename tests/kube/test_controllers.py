@@ -234,3 +234,24 @@ def test_ipam_gc_releases_a_leak_and_never_a_live_pods_address(kube: KubeApiServ
     finally:
         manager.stop()
         manager.api.close()
+
+
+def test_periodic_reconcile_repairs_what_was_changed_behind_its_back(kube: KubeApiServer, kubeconfig: Path,
+                                                                     etcd: EtcdClient, store: ResourceStore) -> None:
+    kube.create("namespaces", {"metadata": {"name": "dev", "labels": {"team": "a"}}})
+    kube.create("networkpolicies", knp("db", "dev", "db"))
+    manager = start_manager(kubeconfig, etcd, reconciler_period=1.0)
+    try:
+        assert wait_until(lambda: store.get(Profile, "kns.dev") is not None and len(policies(store)) == 1, 10)
+        informer = manager.informers["namespaces"]
+        assert wait_until(lambda: informer.bookmarks >= 1, 5)  # the watch asked for bookmarks and got them
+        store.delete(Profile, "kns.dev")  # no Kubernetes event will say so
+        edited = store.must_get(NetworkPolicy, "knp.default.db", "dev")
+        edited.spec["selector"] = "all()"
+        store.update(edited)
+        assert wait_until(lambda: store.get(Profile, "kns.dev") is not None, 10)
+        assert wait_until(lambda: policies(store)["dev/knp.default.db"].endswith("app == 'db'"), 10)
+        assert informer.lists == 1  # repaired from the cache, not by listing again
+    finally:
+        manager.stop()
+        manager.api.close()
