@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pycalico.datastore.etcd import EtcdClient
-from pycalico.ipam import IPAM
+from pycalico.ipam import IPAM, tunnel_attrs, tunnel_handle
 from pycalico.kube.api import KubeApi
 from pycalico.kube.manager import Manager
 from pycalico.kube.metrics import Metrics
@@ -252,6 +252,25 @@ def test_periodic_reconcile_repairs_what_was_changed_behind_its_back(kube: KubeA
         assert wait_until(lambda: store.get(Profile, "kns.dev") is not None, 10)
         assert wait_until(lambda: policies(store)["dev/knp.default.db"].endswith("app == 'db'"), 10)
         assert informer.lists == 1  # repaired from the cache, not by listing again
+    finally:
+        manager.stop()
+        manager.api.close()
+
+
+def test_ipam_gc_releases_at_once_when_the_pods_node_is_gone_too(kube: KubeApiServer, kubeconfig: Path,
+                                                                  etcd: EtcdClient, store: ResourceStore) -> None:
+    """Node n-9 is in no Kubernetes list and has no Calico Node left: its pod's address goes at
+    the first scan, without waiting the 15-minute grace period; its tunnel address stays."""
+    store.create(IPPool("pool", {"cidr": "10.68.0.0/16", "blockSize": 26}))
+    kube.create("namespaces", {"metadata": {"name": "dev"}})
+    ipam = IPAM(etcd)
+    ipam.auto_assign("net.orphan", {"node": "n-9", "namespace": "dev", "pod": "gone"}, "n-9")
+    ipam.auto_assign(tunnel_handle("ipip", "n-9"), tunnel_attrs("ipip", "n-9"), "n-9")
+    manager = start_manager(kubeconfig, etcd, controllers=("node",), gc_period=0.5)
+    try:
+        assert manager.gc.grace == 900.0
+        assert wait_until(lambda: ipam.ips_by_handle("net.orphan") == [], 10)
+        assert len(ipam.ips_by_handle(tunnel_handle("ipip", "n-9"))) == 1
     finally:
         manager.stop()
         manager.api.close()
