@@ -11,6 +11,7 @@ socket when ``pycalico.cni.server`` is installed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -19,7 +20,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from pycalico.agent import autodetect, startup
 from pycalico.agent.calc import Block, FelixParams, compute, pod_mtu
@@ -32,9 +37,9 @@ from pycalico.agent.policy.params import PolicyParams
 from pycalico.agent.policy.resolve import PolicyInputs
 from pycalico.agent.settings import AgentSettings
 from pycalico.config import DatastoreSettings
-from pycalico.datastore.etcd import EtcdClient, KeyValue, WatchEvent
+from pycalico.datastore.etcd import EtcdClient, KeyValue
 from pycalico.datastore.lease import LeaseKeeper
-from pycalico.datastore.watch import PrefixWatcher
+from pycalico.datastore.syncer import Syncer, TypedCache
 from pycalico.errors import DatastoreError, PycalicoError
 from pycalico.model import (
     FelixConfiguration,
@@ -74,8 +79,28 @@ SOURCES.update({name: (keys.resource_prefix(cls.PLURAL), cls) for name, cls in P
 
 
 def _parse(cls: Any, kv: KeyValue) -> Any:
-    data = json.loads(kv.value)
-    return cls.from_json(data)
+    return cls.from_json(json.loads(kv.value))
+
+
+class _WatchCollector(Collector):
+    """Watch streams etcd accepted for this process, by prefix (the client counts them
+    as they open; a dropped stream resumed counts again), and subscribers per prefix."""
+
+    def __init__(self, client: EtcdClient, syncer: Syncer) -> None:
+        self.client = client
+        self.syncer = syncer
+
+    def collect(self) -> Iterator[Metric]:
+        opened = CounterMetricFamily("pycalico_agent_watch_streams_opened", "Watch streams opened, by prefix",
+                                     labels=["prefix"])
+        for prefix, count in sorted(self.client.watches_opened.items()):
+            opened.add_metric([prefix], count)
+        yield opened
+        subscribers = GaugeMetricFamily("pycalico_agent_watch_subscribers", "Subscribers of each watched prefix",
+                                        labels=["prefix"])
+        for prefix, stream in sorted(self.syncer.streams.items()):
+            subscribers.add_metric([prefix], stream.subscribers)
+        yield subscribers
 
 
 class Agent:
@@ -94,7 +119,9 @@ class Agent:
         self._lock = threading.Lock()
         self.dirty = threading.Event()
         self.stop_event = threading.Event()
-        self.watchers: list[PrefixWatcher] = []
+        self.syncer = Syncer(client, name="agent")  # one stream per prefix, shared with the CNI fast path
+        self.metrics.registry.register(_WatchCollector(client, self.syncer))
+        self.watchers: list[TypedCache[Any]] = []
         self.lease: LeaseKeeper | None = None
         self.started = time.time()
         self.first_apply_done = False
@@ -143,51 +170,18 @@ class Agent:
         log.info("node %s registered at %s (uplink %s, pod MTU %d)", s.nodename, address, self.parent, mtu)
 
     # ---- watch cache ----------------------------------------------------------------------
-    def _on_sync(self, name: str, kvs: list[KeyValue], revision: int) -> None:
-        cls = SOURCES[name][1]
-        fresh: dict[str, Any] = {}
-        for kv in kvs:
-            try:
-                item = _parse(cls, kv)
-            except (ValueError, PycalicoError, KeyError, TypeError) as exc:
-                log.warning("ignoring %s: %s", kv.key, exc)
-                continue
-            if item is not None:
-                fresh[kv.key] = item
-        with self._lock:
-            self.cache[name] = fresh
-            self.revisions[name] = max(self.revisions[name], revision)
-        self.dirty.set()
-
-    def _on_events(self, name: str, events: list[WatchEvent]) -> None:
-        cls = SOURCES[name][1]
-        with self._lock:
-            cache = self.cache[name]
-            for event in events:
-                if event.kind == "delete":
-                    cache.pop(event.kv.key, None)
-                    continue
-                try:
-                    item = _parse(cls, event.kv)
-                except (ValueError, PycalicoError, KeyError, TypeError) as exc:
-                    log.warning("ignoring %s: %s", event.kv.key, exc)
-                    continue
-                if item is None:
-                    cache.pop(event.kv.key, None)
-                else:
-                    cache[event.kv.key] = item
-            if events:
-                self.revisions[name] = max(self.revisions[name], max(e.kv.mod_revision for e in events))
-        self.dirty.set()
+    def _applied(self, name: str, revision: int) -> None:
+        """Under ``self._lock``, with the cache at ``revision``: what the policy gauge reports."""
+        self.revisions[name] = max(self.revisions[name], revision)
 
     def start_watchers(self) -> None:
-        for name, (prefix, _) in SOURCES.items():
-            watcher = PrefixWatcher(
-                self.client, prefix,
-                lambda kvs, rev, n=name: self._on_sync(n, kvs, rev),
-                lambda events, n=name: self._on_events(n, events),
-                name=f"watch-{name}")
-            self.watchers.append(watcher.start())
+        """One typed cache per source on the process's syncer (shared with the CNI fast path)."""
+        for name, (prefix, cls) in SOURCES.items():
+            typed: TypedCache[Any] = TypedCache(
+                functools.partial(_parse, cls), items=self.cache[name], lock=self._lock,
+                on_applied=functools.partial(self._applied, name), on_change=self.dirty.set)
+            self.watchers.append(typed)
+            self.syncer.subscribe(prefix, typed)
 
     def synced(self) -> bool:
         return all(w.synced.is_set() for w in self.watchers)
@@ -370,7 +364,7 @@ class Agent:
             log.info("CNI fast path not installed; the plugin runs in-process")
             return
         try:
-            self.cni_server = start_server(str(self.settings.run_dir / "cni.sock"))
+            self.cni_server = start_server(str(self.settings.run_dir / "cni.sock"), syncer=self.syncer)
             self._count_cni_requests(self.cni_server)
             log.info("CNI fast path listening on %s", self.settings.run_dir / "cni.sock")
         except Exception:
@@ -423,13 +417,12 @@ class Agent:
     def stop(self) -> None:
         self.stop_event.set()
         self.dirty.set()
-        for w in self.watchers:
-            w.stop(1.0)
         if self.cni_server is not None:
             try:
                 self.cni_server.stop()
             except Exception:
                 log.exception("stopping the CNI server")
+        self.syncer.stop(1.0)
         if self.lease is not None:
             self.lease.stop(revoke=True)
 

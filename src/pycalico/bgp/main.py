@@ -7,6 +7,7 @@ rejects is kept as ``bird.conf.rejected`` and the last good one stays live.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,8 +23,8 @@ from typing import Any
 from pycalico.bgp import bird
 from pycalico.bgp import config as bgpconfig
 from pycalico.config import DatastoreSettings
-from pycalico.datastore.etcd import EtcdClient, KeyValue, WatchEvent
-from pycalico.datastore.watch import PrefixWatcher
+from pycalico.datastore.etcd import EtcdClient, KeyValue
+from pycalico.datastore.syncer import Syncer, TypedCache
 from pycalico.errors import PycalicoError
 from pycalico.model import BGPConfiguration, BGPPeer, IPPool, Node, keys
 
@@ -69,7 +70,8 @@ class Confd:
         self.lock = threading.Lock()
         self.dirty = threading.Event()
         self.stop_event = threading.Event()
-        self.watchers: list[PrefixWatcher] = []
+        self.syncer = Syncer(client, name="confd")
+        self.watchers: list[TypedCache[Any]] = []
         self.rendered = ""
         self.last_error = ""
         self.uplink = ""
@@ -85,40 +87,13 @@ class Confd:
             return parsed[1]
         return cls.from_json(json.loads(kv.value))
 
-    def _store(self, name: str, cache: dict[str, Any], kv: KeyValue) -> None:
-        try:
-            item = self._parse(name, kv)
-        except (ValueError, PycalicoError, TypeError, KeyError) as exc:
-            log.warning("ignoring %s: %s", kv.key, exc)
-            return
-        if item is None:
-            cache.pop(kv.key, None)
-        else:
-            cache[kv.key] = item
-
-    def on_sync(self, name: str, kvs: list[KeyValue], revision: int) -> None:
-        fresh: dict[str, Any] = {}
-        for kv in kvs:
-            self._store(name, fresh, kv)
-        with self.lock:
-            self.cache[name] = fresh
-        self.dirty.set()
-
-    def on_events(self, name: str, events: list[WatchEvent]) -> None:
-        with self.lock:
-            cache = self.cache[name]
-            for e in events:
-                if e.kind == "delete":
-                    cache.pop(e.kv.key, None)
-                else:
-                    self._store(name, cache, e.kv)
-        self.dirty.set()
-
     def start(self) -> None:
+        """One typed cache per source on the syncer (pycalico.datastore.syncer)."""
         for name, (prefix, _) in self.sources.items():
-            w = PrefixWatcher(self.client, prefix, lambda kvs, rev, n=name: self.on_sync(n, kvs, rev),
-                              lambda events, n=name: self.on_events(n, events), name=f"confd-{name}")
-            self.watchers.append(w.start())
+            typed: TypedCache[Any] = TypedCache(functools.partial(self._parse, name), items=self.cache[name],
+                                                lock=self.lock, on_change=self.dirty.set)
+            self.watchers.append(typed)
+            self.syncer.subscribe(prefix, typed)
 
     def render(self) -> str | None:
         with self.lock:
@@ -187,8 +162,7 @@ class Confd:
     def stop(self) -> None:
         self.stop_event.set()
         self.dirty.set()
-        for w in self.watchers:
-            w.stop(1.0)
+        self.syncer.stop(1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

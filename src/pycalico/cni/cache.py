@@ -2,8 +2,9 @@
 
 Two kinds of keys:
 - MIRRORED (IPAM config, affinities, pools, nodes, cluster information): small and
-  few, kept complete by list-then-watch (PrefixWatcher). The cache can answer "not
-  there" for them.
+  few, kept complete by list-then-watch: the cache subscribes to a syncer
+  (``pycalico.datastore.syncer``) — inside the agent, the agent's own, so pools and
+  nodes are watched once per process. The cache can answer "not there" for them.
 - REMEMBERED (blocks, handles): big or many, not watched — a block is rewritten by
   every ADD and DEL, and watching it would cost etcd and the agent a second copy of
   each write (measured: ~1 ms of etcd CPU per ADD). They are filled by our own reads,
@@ -27,14 +28,13 @@ Generic on purpose: it knows prefixes and revisions, not Calico's JSON.
 from __future__ import annotations
 
 import base64
-import functools
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pycalico.datastore.etcd import EtcdClient, KeyValue, WatchEvent
-from pycalico.datastore.watch import PrefixWatcher
+from pycalico.datastore.syncer import Subscription, Syncer
 from pycalico.errors import DatastoreUnavailable, OutcomeUnknown
 from pycalico.model import keys
 
@@ -77,27 +77,31 @@ class CachingEtcdClient(ReconnectingEtcdClient):
         self._kvs: dict[str, KeyValue | None] = {}  # None: deleted at _revs[key]
         self._revs: dict[str, int] = {}
         self._tombstones: dict[str, None] = {}  # insertion-ordered set
-        self._watchers: list[PrefixWatcher] = []
+        self._watchers: list[Subscription] = []
+        self._present: dict[str, set[str]] = {}  # per prefix, during a snapshot
+        self._syncer: Syncer | None = None
+        self._own_syncer: Syncer | None = None
         self.hits = 0
         self.misses = 0
 
-    # ---- mirroring ---------------------------------------------------------------------
+    # ---- mirroring (a syncer subscriber) -------------------------------------------------
 
-    def start_mirror(self, prefixes: Sequence[str] = MIRRORED) -> CachingEtcdClient:
-        for prefix in prefixes:
-            watcher = PrefixWatcher(
-                self, prefix, None,
-                on_sync_pages=functools.partial(self._on_sync, prefix),
-                on_events=self._on_events,
-                name=f"cni-cache {prefix}",
-            )
-            self._watchers.append(watcher.start())
+    def start_mirror(self, prefixes: Sequence[str] = MIRRORED, *, syncer: Syncer | None = None) -> CachingEtcdClient:
+        """Mirror ``prefixes`` through ``syncer`` (the agent's, so the agent and the fast
+        path share one watch per prefix), or through a syncer of our own over this client."""
+        if syncer is None:
+            syncer = self._own_syncer = Syncer(self, name="cni-cache")
+        self._syncer = syncer
+        self._watchers.extend(syncer.subscribe_many(prefixes, self))
         return self
 
     def stop_mirror(self) -> None:
-        for watcher in self._watchers:
-            watcher.stop(timeout=2)
+        if self._syncer is not None:
+            self._syncer.unsubscribe(self._watchers)
+        if self._own_syncer is not None:
+            self._own_syncer.stop()
         self._watchers.clear()
+        self._syncer = self._own_syncer = None
 
     def _synced(self, key: str) -> bool:
         return any(key.startswith(w.prefix) and w.synced.is_set() for w in self._watchers)
@@ -117,21 +121,26 @@ class CachingEtcdClient(ReconnectingEtcdClient):
             else:
                 self._tombstones.pop(key, None)
 
-    def _on_sync(self, prefix: str, revision: int, pages: Iterator[list[KeyValue]]) -> None:
-        """A snapshot, applied page by page; keys it did not list are gone."""
-        present: set[str] = set()
-        for page in pages:
-            with self._cache_lock:
-                for kv in page:
-                    present.add(kv.key)
-                    self._store(kv.key, kv, kv.mod_revision)
+    def on_sync_begin(self, prefix: str, revision: int) -> None:
+        self._present[prefix] = set()
+
+    def on_sync_page(self, prefix: str, kvs: list[KeyValue]) -> None:
+        present = self._present.setdefault(prefix, set())
+        with self._cache_lock:
+            for kv in kvs:
+                present.add(kv.key)
+                self._store(kv.key, kv, kv.mod_revision)
+
+    def on_sync_end(self, prefix: str, revision: int) -> None:
+        """The snapshot is complete: keys under ``prefix`` it did not list are gone."""
+        present = self._present.pop(prefix, set())
         with self._cache_lock:
             for key in [k for k in self._kvs if k.startswith(prefix) and k not in present]:
                 if self._revs.get(key, 0) <= revision:
                     self._kvs[key] = None
                     self._revs[key] = revision
 
-    def _on_events(self, events: list[WatchEvent]) -> None:
+    def on_events(self, prefix: str, events: list[WatchEvent]) -> None:
         with self._cache_lock:
             for event in events:
                 if event.kind == "delete":

@@ -47,6 +47,7 @@ from pycalico.cni.spec import (
     version_result,
 )
 from pycalico.datastore.etcd import EtcdClient, TlsConfig
+from pycalico.datastore.syncer import Syncer
 from pycalico.errors import (
     DatastoreError,
     DatastoreUnavailable,
@@ -91,9 +92,11 @@ class Runtime:
     ``ready_ttl`` caches a positive ClusterInformation/Node check for that long.
     """
 
-    def __init__(self, *, parallel: bool = False, ready_ttl: float = 0.0, mirror: bool = False) -> None:
+    def __init__(self, *, parallel: bool = False, ready_ttl: float = 0.0, mirror: bool = False,
+                 syncer: Syncer | None = None) -> None:
         self.parallel = parallel
         self.mirror = mirror
+        self.syncer = syncer  # the agent's: mirror through its watches when it serves our etcd
         self.ready_ttl = ready_ttl
         self._contexts: dict[tuple[str, ...], Context] = {}
         self._lock = threading.Lock()
@@ -115,7 +118,8 @@ class Runtime:
                 cls = CachingEtcdClient if self.mirror else ReconnectingEtcdClient
                 client = cls(list(conf.etcd_endpoints), tls, timeout=5.0, connect_timeout=2.0)
                 if isinstance(client, CachingEtcdClient):
-                    client.start_mirror()
+                    shared = self.syncer if self.syncer and self.syncer.serves(conf.etcd_endpoints) else None
+                    client.start_mirror(syncer=shared)
                 ctx = Context(client, ResourceStore(client), IPAM(client, lock_dir=key[-1] or None))
                 self._contexts[key] = ctx
             return ctx

@@ -3,7 +3,7 @@
 The agent calls::
 
     from pycalico.cni.server import start_server
-    server = start_server()            # /var/run/pycalico/cni.sock, 0600
+    server = start_server(syncer=agent_syncer)   # /var/run/pycalico/cni.sock, 0600
     ...
     server.stop()
 
@@ -25,6 +25,7 @@ from typing import Any
 
 from pycalico.cni.launcher import DEFAULT_SOCKET, decode_request, encode_reply
 from pycalico.cni.plugin import Runtime, execute
+from pycalico.datastore.syncer import Syncer
 
 log = logging.getLogger("pycalico.cni.server")
 
@@ -44,12 +45,14 @@ class CniServer:
     datastore clients are shared through the Runtime.
     """
 
-    def __init__(self, socket_path: str = DEFAULT_SOCKET, *, workers: int = 4, mirror: bool = True) -> None:
+    def __init__(self, socket_path: str = DEFAULT_SOCKET, *, workers: int = 4, mirror: bool = True,
+                 syncer: Syncer | None = None) -> None:
         self.socket_path = socket_path
         self.workers = workers
         # mirror: the datastore reads of ADD (IPAM context, blocks, readiness) come from a
-        # watch-fed cache (pycalico.cni.cache); writes stay compare-and-swap.
-        self.runtime = Runtime(parallel=True, mirror=mirror)
+        # watch-fed cache (pycalico.cni.cache); writes stay compare-and-swap. ``syncer``: the
+        # agent's, whose streams the cache shares for the agent's own etcd.
+        self.runtime = Runtime(parallel=True, mirror=mirror, syncer=syncer)
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()

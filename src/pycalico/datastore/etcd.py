@@ -151,6 +151,8 @@ class EtcdClient:
         self.requests = 0
         self.requests_by_path: dict[str, int] = {}
         self.outcomes_unknown = 0  # writes answered with OutcomeUnknown (for callers to settle)
+        # Watch streams etcd accepted, by prefix (not counted in ``requests``): tests and metrics.
+        self.watches_opened: dict[str, int] = {}
 
     # ---- transport -------------------------------------------------------------------
 
@@ -193,6 +195,10 @@ class EtcdClient:
     def _order(self) -> list[str]:
         start = self._preferred
         return self.endpoints[start:] + self.endpoints[:start]
+
+    def _count_watch(self, prefix: str) -> None:
+        with self._lock:
+            self.watches_opened[prefix] = self.watches_opened.get(prefix, 0) + 1
 
     def _count(self, path: str) -> None:
         with self._lock:
@@ -712,6 +718,7 @@ class WatchStream:
                 errors.append(f"{endpoint}: HTTP {resp.status}")
                 continue
             self._conn, self._resp = conn, resp
+            self._client._count_watch(self._prefix)
             return
         raise DatastoreUnavailable(self._client.endpoints, "; ".join(errors))
 
