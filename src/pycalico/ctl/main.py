@@ -1,4 +1,4 @@
-"""pycalicoctl: node status, ipam show/check/release, get/apply/create/replace/delete, version.
+"""pycalicoctl: node status/diags, ipam show/check/release, get/apply/create/replace/delete, version.
 
 Exit codes: 0 ok, 1 a check found problems or the daemon is not reachable,
 2 usage or validation error, 3 datastore unavailable, 4 not found.
@@ -73,6 +73,16 @@ def cmd_node_status(args: argparse.Namespace) -> int:
                      [[p["peer"], p["type"], p["state"], p["since"], p["info"]] for p in peers]))
     print("\nIPv6 BGP status\nNo IPv6 peers found.")
     return EXIT_OK if running else EXIT_PROBLEM
+
+
+def cmd_node_diags(args: argparse.Namespace) -> int:
+    from pycalico.config import node_environment
+    from pycalico.ctl import diags
+
+    collected = diags.collect(node_environment())
+    out = diags.write_archive(collected, Path(args.output) if args.output else diags.default_path())
+    print(f"Diagnostics written to {out} ({len(collected.members)} files, {len(collected.skipped)} skipped)")
+    return EXIT_OK
 
 
 # ---- ipam ---------------------------------------------------------------------------------------
@@ -173,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     st = node.add_parser("status", help="agent and BGP peer status on this node")
     st.add_argument("--bird-socket", default="")
     st.set_defaults(fn=cmd_node_status)
+    dg = node.add_parser("diags", help="one tar.gz of this node's network state, logs and configs (no keys)")
+    dg.add_argument("-o", "--output", default="", help="archive path (default: ./pycalico-diags-<host>-<time>.tar.gz)")
+    dg.set_defaults(fn=cmd_node_diags)
     ipam = sub.add_parser("ipam", help="IP address management").add_subparsers(dest="sub", required=True)
     show = ipam.add_parser("show", help="pool and block usage")
     show.add_argument("--show-blocks", action="store_true")
