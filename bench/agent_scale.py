@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -88,13 +89,17 @@ def main() -> int:
         store = ResourceStore(client)
         store.create(IPPool("scale", {"cidr": str(POOL), "vxlanMode": "Always"}))
         load_started = time.monotonic()
-        for i in range(n):
+
+        def load(i: int) -> None:
             node_ip, block, tunnel = remote(i)
             store.create(Node(f"remote-{i}", {"bgp": {"ipv4Address": f"{node_ip}/16"},
                                               "ipv4VXLANTunnelAddr": tunnel,
                                               "vxlanTunnelMACAddr": vxlan_mac(f"remote-{i}")}))
             blk = AllocationBlock.new(block, f"host:remote-{i}")
             client.put(keys.block_key(block), json.dumps(blk.to_json()))
+
+        with ThreadPoolExecutor(8) as pool:  # loading only: not part of what is measured
+            list(pool.map(load, range(n)))
         load_s = time.monotonic() - load_started
         env = etcd_env(etcd)
         env.update({"CALICO_NETWORKING_BACKEND": "vxlan", "PYCALICO_CNI_SERVER": "false"})
@@ -119,8 +124,9 @@ def main() -> int:
     print(f"{'what':<44} {'seconds':>8}")
     print(f"{'agent: exec → all entries programmed':<44} {program_s:>8.3f}")
     print(f"{'reference: one ip/bridge -batch, same entries':<44} {ref_s:>8.3f}  ({ref_counts})")
-    print(f"ratio agent/reference: {program_s / ref_s:.1f}x; goal ≤ 2 s, ≤ 100 MB; agent RSS {rss:.1f} MB")
-    print(f"RESULT program_s={program_s:.3f} rss_mb={rss:.1f}")
+    ratio = program_s / ref_s
+    print(f"ratio agent/reference: {ratio:.2f}x; agent RSS {rss:.1f} MB (goal at 20,000: ratio ≤ 1.3, ≤ 150 MB)")
+    print(f"RESULT program_s={program_s:.3f} program_ratio={ratio:.2f} rss_mb={rss:.1f}")
     return 0
 
 
