@@ -113,6 +113,7 @@ class Agent:
         self.dataplane = Dataplane(settings.route_protocol)
         self.nat = NatOutgoing(settings.iptables_backend)
         self.policy: PolicyEngine | None = None
+        self._unroutable: dict[str, str] = {}
         self.policy_metrics = PolicyMetrics(self.metrics.registry, lambda: self.policy)
         self.cache: dict[str, dict[str, Any]] = {name: {} for name in SOURCES}
         self.revisions: dict[str, int] = {name: 0 for name in SOURCES}
@@ -277,6 +278,10 @@ class Agent:
             startup.write_file(self.settings.mtu_file, f"{mtu}\n")
             log.info("pod MTU now %d", mtu)
             self.pod_mtu = mtu
+        if desired.unroutable != self._unroutable:  # said once per change, not on every resync
+            for reason in sorted(set(desired.unroutable.values()) - set(self._unroutable.values())):
+                log.error("no route: %s", reason)
+            self._unroutable = dict(desired.unroutable)
         policy_errors = self.apply_policy(nodes, pools, full)
         stats = self.dataplane.apply(desired, full=full)
         stats.errors.extend(policy_errors)
@@ -302,8 +307,10 @@ class Agent:
             self.first_apply_done = True
             log.info("in sync: first dataplane apply done (%d routes)", self.dataplane.routes_programmed)
             sd_notify("READY=1\nSTATUS=in sync")
-        self.health.report("dataplane", ready=self.first_apply_done and self.synced(),
-                           detail=f"{self.dataplane.routes_programmed} routes")
+        detail = f"{self.dataplane.routes_programmed} routes"
+        if desired.unroutable:
+            detail += f"; unroutable nodes: {', '.join(sorted(desired.unroutable))}"
+        self.health.report("dataplane", ready=self.first_apply_done and self.synced(), detail=detail)
 
     def reconcile_loop(self) -> None:
         next_full = 0.0
