@@ -123,6 +123,8 @@ class Agent:
         self.syncer = Syncer(client, name="agent")  # one stream per prefix, shared with the CNI fast path
         self.metrics.registry.register(_WatchCollector(client, self.syncer))
         self.watchers: list[TypedCache[Any]] = []
+        self.typed: dict[str, TypedCache[Any]] = {}
+        self._own_node_revision = 0
         self.lease: LeaseKeeper | None = None
         self.started = time.time()
         self.first_apply_done = False
@@ -182,10 +184,26 @@ class Agent:
                 functools.partial(_parse, cls), items=self.cache[name], lock=self._lock,
                 on_applied=functools.partial(self._applied, name), on_change=self.dirty.set)
             self.watchers.append(typed)
+            self.typed[name] = typed
             self.syncer.subscribe(prefix, typed)
 
     def synced(self) -> bool:
-        return all(w.synced.is_set() for w in self.watchers)
+        return all(w.synced.is_set() for w in self.watchers) and self._nodes_cache_at >= self._own_node_revision
+
+    @property
+    def _nodes_cache_at(self) -> int:
+        nodes = self.typed.get("nodes")
+        return nodes.revision if nodes is not None else 0
+
+    def _await_own_node(self) -> None:
+        """The caches started before startup wrote our Node (and its tunnel addresses):
+        the first apply waits until the nodes cache holds that write."""
+        try:
+            kv = self.client.get(keys.resource_key(Node.PLURAL, self.settings.nodename))
+        except DatastoreError as exc:
+            log.warning("could not read back our Node (%s); the first apply may precede its event", exc)
+            return
+        self._own_node_revision = kv.mod_revision if kv is not None else 0
 
     # ---- reconcile ------------------------------------------------------------------------
     def felix_params(self) -> FelixParams:
@@ -400,6 +418,9 @@ class Agent:
         self.health.serve(s.health_host, s.health_port)
         if s.metrics_port:
             self.metrics.serve(s.metrics_host, s.metrics_port)
+        # The caches list the cluster while startup registers the Node and claims tunnel
+        # addresses: at 20,000 nodes both take seconds, and they wait on etcd in turns.
+        self.start_watchers()
         delay = 0.5
         while not self.stop_event.is_set():
             try:
@@ -413,8 +434,8 @@ class Agent:
                 return 1
             self.stop_event.wait(delay)
             delay = min(delay * 2, 5.0)
+        self._await_own_node()
         self.health.report("startup", ready=True)
-        self.start_watchers()
         threading.Thread(target=self.status_loop, name="status", daemon=True).start()
         start_watchdog(lambda: not self.stop_event.is_set(), self.stop_event)
         self.start_cni_server()
