@@ -19,7 +19,7 @@ import ipaddress
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -198,11 +198,13 @@ class Dataplane:
     # ---- ADD -------------------------------------------------------------------------
 
     def begin_pod(self, netns_path: str, ifname: str, host_ifname: str, mtu: int,
-                  container_mac: str = "") -> PendingPod:
+                  container_mac: str = "", may_replace: Callable[[], bool] = lambda: False) -> PendingPod:
         """Create the veth pair, host side configured and up; no addresses yet.
 
         Fails before leaving anything behind when the netns cannot be opened or
-        already has ``ifname``."""
+        already has ``ifname``. A host veth of that name already there is deleted
+        only when ``may_replace()`` says it is a stale one of this attachment;
+        otherwise it is another attachment's and the ADD fails (DataplaneError)."""
         nsfd = open_netns(netns_path)
         pending = PendingPod(nsfd, netns_path, ifname, host_ifname, container_mac or names.random_mac(), mtu)
         try:
@@ -216,7 +218,9 @@ class Dataplane:
                     raise
                 if pod.link_index(ifname) is not None:
                     raise DataplaneError(f"interface {ifname!r} already exists in netns {netns_path}") from None
-                # A stale host veth with our name (an earlier attachment): replace it.
+                if not may_replace():
+                    raise DataplaneError(f"host veth {host_ifname} already exists and belongs to another "
+                                         "attachment; not deleting it") from None
                 self._delete_host_link(host_ifname)
                 self._create_veth(host_ifname, ifname, nsfd, pending.container_mac, mtu)
             pending.created = True
@@ -300,8 +304,11 @@ class Dataplane:
         pod.link_up(idx)
         for addr in addresses:
             pod.addr_add(idx, str(addr.ip), 32)
-        pod.route_add(GATEWAY, 32, idx, scope=RT_SCOPE_LINK)
-        pod.route_add("0.0.0.0", 0, idx, gateway=GATEWAY)
+        # A second attachment's routes coexist with the first's: its own metric (the
+        # interface index, unique in the netns), so a DEL of either leaves the other's.
+        metric = 0 if ifname == names.PRIMARY_IFNAME else idx
+        pod.route_add(GATEWAY, 32, idx, scope=RT_SCOPE_LINK, priority=metric)
+        pod.route_add("0.0.0.0", 0, idx, gateway=GATEWAY, priority=metric)
         try:
             write_sysctl("net/ipv4/ip_forward", "0")
         except OSError:
@@ -403,7 +410,7 @@ class Dataplane:
                 for addr in addresses:
                     if (str(addr.ip), 32) not in have:
                         problems.append(f"address {addr.ip}/32 is missing on {ifname}")
-                routes = list(pod.route("dump"))
+                routes = [r for r in pod.route("dump") if r.get_attr("RTA_OIF") == idx]
                 if not any(r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY") == GATEWAY for r in routes):
                     problems.append(f"default route via {GATEWAY} is missing")
                 if not any(r.get_attr("RTA_DST") == GATEWAY and r["dst_len"] == 32 for r in routes):

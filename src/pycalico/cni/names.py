@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 VETH_PREFIX = "cali"
+PRIMARY_IFNAME = "eth0"  # the attachment whose names are Calico's, unchanged
 
 
 @dataclass(frozen=True)
@@ -33,31 +34,30 @@ def workload_from(args: dict[str, str], container_id: str, ifname: str) -> Workl
 
 
 def host_veth_name(w: Workload, prefix: str = VETH_PREFIX) -> str:
-    """``cali`` + 11 chars: sha1("<ns>.<pod>") for pods, else the container id."""
+    """``cali`` + 11 chars: sha1("<ns>.<pod>") for pods, else the container id.
+
+    Attachments are keyed by (container, ifname): an interface other than ``eth0``
+    (a second ifname, a second network as Multus adds it) gets sha1 of
+    "<ns>.<pod>.<ifname>" / "<containerID>.<ifname>" so it never meets the first's."""
+    if w.ifname and w.ifname != PRIMARY_IFNAME:
+        owner = f"{w.namespace}.{w.workload}" if w.is_k8s else w.container_id
+        return (prefix + hashlib.sha1(f"{owner}.{w.ifname}".encode()).hexdigest())[:15]
     if w.is_k8s:
         digest = hashlib.sha1(f"{w.namespace}.{w.workload}".encode()).hexdigest()
         return (prefix + digest)[:15]
     return (prefix + w.container_id)[:15]
 
 
-def _segment(text: str) -> str:
-    return text.replace("-", "--")
-
-
-def wep_name(node: str, w: Workload) -> str:
-    """``<node>-k8s-<pod>-<ifname>`` / ``<node>-cni-<containerID>-<ifname>``, '-' doubled inside segments."""
-    return "-".join(_segment(s) for s in (node, w.orchestrator, w.workload, w.ifname))
-
-
-def wep_name_prefix(node: str, w: Workload) -> str:
-    return "-".join(_segment(s) for s in (node, w.orchestrator, w.workload)) + "-"
-
-
-def handle_id(network: str, container_id: str) -> str:
+def handle_id(network: str, container_id: str, ifname: str = PRIMARY_IFNAME) -> str:
+    """Calico's ``<network>.<containerID>`` for ``eth0``; ``<network>.<containerID>.<ifname>``
+    for any other interface, so each attachment releases only its own addresses."""
+    if ifname and ifname != PRIMARY_IFNAME:
+        return f"{network}.{container_id}.{ifname}"
     return f"{network}.{container_id}"
 
 
 def legacy_handle_id(w: Workload) -> str:
+    """The handle of Calico's old releases (only ever for the first interface)."""
     return f"{w.namespace}.{w.workload}" if w.is_k8s else w.container_id
 
 

@@ -388,13 +388,8 @@ def exec_plugin(req: CniRequest, ptype: str, command: str, stdin: bytes) -> dict
 # ---- IPAM steps used by both roles ----------------------------------------------------------
 
 
-def ipam_assign(req: CniRequest, conf: NetConf, ctx: Context, node: str,
-                w: names.Workload) -> list[ipaddress.IPv4Interface]:
-    """Block-masked addresses for this attachment."""
-    if conf.ipam.type == OWN_IPAM:
-        got = ctx.ipam.auto_assign(names.handle_id(conf.name, req.container_id), ipam_attrs(node, w), node, 1,
-                                   pools=conf.ipam.ipv4_pools or None)
-        return [ipaddress.IPv4Interface(str(i)) for i in got if i.version == 4]
+def ipam_assign(req: CniRequest, conf: NetConf) -> list[ipaddress.IPv4Interface]:
+    """A delegated IPAM plugin's IPv4 addresses for this attachment (block-masked)."""
     result = exec_plugin(req, conf.ipam.type, "ADD", req.stdin) or {}
     parsed = Result.from_json(result)
     out = [ipaddress.ip_interface(ip.address) for ip in parsed.ips]
@@ -421,7 +416,8 @@ def ipam_release(req: CniRequest, conf: NetConf, ctx: Context, w: names.Workload
     if conf.ipam.type == OWN_IPAM:
         # Calico also releases the legacy handle (<ns>.<pod> / <containerID>) of old
         # releases; we never write one, so only when the current handle held nothing.
-        if not ctx.ipam.release_by_handle(names.handle_id(conf.name, req.container_id)):
+        released = ctx.ipam.release_by_handle(names.handle_id(conf.name, req.container_id, req.ifname))
+        if not released and w.ifname == names.PRIMARY_IFNAME:
             ctx.ipam.release_by_handle(names.legacy_handle_id(w))
     else:
         exec_plugin(req, conf.ipam.type, "DEL", req.stdin)
@@ -492,6 +488,9 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
     offer = _Offer()
     endpoint = _EndpointWriter(ctx, conf, node, w, host_if, mac)
 
+    def may_replace() -> bool:
+        return stale_host_veth(ctx, node, host_if, endpoint.name, w.namespace)
+
     def endpoint_put(assigned: list[Any]) -> dict[str, str]:
         """The endpoint, created in IPAM's transaction (one etcd write per ADD)."""
         addrs = _pod_addresses(assigned)
@@ -504,8 +503,8 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
         if check_ready:
             ensure_ready(ctx, node, rt, conf, w)
         if conf.ipam.type != OWN_IPAM:
-            return _pod_addresses(ipam_assign(req, conf, ctx, node, w))
-        handle, attrs = names.handle_id(conf.name, req.container_id), ipam_attrs(node, w)
+            return _pod_addresses(ipam_assign(req, conf))
+        handle, attrs = names.handle_id(conf.name, req.container_id, req.ifname), ipam_attrs(node, w)
         pools = conf.ipam.ipv4_pools or None
         try:
             got = ctx.ipam.auto_assign(handle, attrs, node, 1, pools=pools, extra_puts=endpoint_put)
@@ -546,7 +545,7 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
         # host's route only once the address is ours: another pod may hold a guess.
         future = rt.submit(datastore_part)
         try:
-            pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac)
+            pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac, may_replace)
         except BaseException:
             try:
                 undo_datastore(future.result())
@@ -570,7 +569,7 @@ def plugin_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
         complete(pending, addrs, guess)
     else:
         ensure_ready(ctx, node, rt, conf, w)
-        pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac)
+        pending = dp.begin_pod(req.netns, req.ifname, host_if, mtu, mac, may_replace)
         try:
             addrs = datastore_part(check_ready=False)
         except BaseException:
@@ -601,6 +600,16 @@ class _EndpointWriter:
         if not self.written:
             write_wep(self.ctx, self.build(addrs))
             self.written = True
+
+
+def stale_host_veth(ctx: Context, node: str, host_if: str, name: str, namespace: str) -> bool:
+    """Whether an existing host veth named ``host_if`` may be deleted for this attachment:
+    only when endpoints claim it and every one is this attachment's own endpoint (an earlier
+    sandbox of the same pod interface, which this ADD replaces, as Calico does). A veth no
+    endpoint claims may be another attachment's ADD in flight: never deleted."""
+    owners = [wep for wep in ctx.store.list(WorkloadEndpoint)
+              if wep.node == node and wep.interface_name == host_if]
+    return bool(owners) and all((wep.name, wep.namespace) == (name, namespace) for wep in owners)
 
 
 def write_wep(ctx: Context, wep: WorkloadEndpoint) -> None:
@@ -703,7 +712,7 @@ def plugin_check(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
         raise CniError(CHECK_FAILED, f"addresses in prevResult {[str(a) for a in expected]} differ from the "
                                      f"WorkloadEndpoint's {[str(a) for a in have]}")
     if conf.ipam.type == OWN_IPAM:
-        owned = {str(ip) for ip in ctx.ipam.ips_by_handle(names.handle_id(conf.name, req.container_id))}
+        owned = {str(ip) for ip in ctx.ipam.ips_by_handle(names.handle_id(conf.name, req.container_id, req.ifname))}
         missing = [str(a.ip) for a in have if str(a.ip) not in owned]
         if missing:
             raise CniError(CHECK_FAILED, f"addresses {missing} are not allocated to this container in IPAM")
@@ -733,16 +742,14 @@ def _status(conf: NetConf, rt: Runtime) -> None:
         raise CniError(NOT_AVAILABLE, f"node {node!r} is not registered yet")
 
 
-def _valid(conf: NetConf) -> tuple[set[str], set[tuple[str, str]]]:
-    attachments = conf.valid_attachments or []
-    ids = {a["containerID"] for a in attachments}
-    pairs = {(a["containerID"], str(a.get("ifname", ""))) for a in attachments}
-    return ids, pairs
+def _valid_attachments(conf: NetConf) -> set[tuple[str, str]]:
+    """``cni.dev/valid-attachments`` as (containerID, ifname) pairs (a missing ifname is eth0)."""
+    return {(a["containerID"], str(a.get("ifname") or names.PRIMARY_IFNAME)) for a in conf.valid_attachments or []}
 
 
 def gc_ipam(conf: NetConf, ctx: Context, node: str) -> list[str]:
-    """Release handles of this network on this node whose container is not valid."""
-    ids, _ = _valid(conf)
+    """Release handles of this network on this node that belong to no valid attachment."""
+    valid = {names.handle_id(conf.name, cid, ifname) for cid, ifname in _valid_attachments(conf)}
     prefix = f"{conf.name}."
     stale: set[str] = set()
     for block in ctx.ipam.blocks():
@@ -752,7 +759,7 @@ def gc_ipam(conf: NetConf, ctx: Context, node: str) -> list[str]:
                 continue
             if (attr.get("secondary") or {}).get("node") != node:
                 continue
-            if handle[len(prefix):] not in ids:
+            if handle not in valid:
                 stale.add(handle)
     for handle in sorted(stale):
         try:
@@ -765,7 +772,7 @@ def gc_ipam(conf: NetConf, ctx: Context, node: str) -> list[str]:
 def plugin_gc(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
     node = resolve_nodename(conf)
     ctx = rt.context(conf)
-    _, pairs = _valid(conf)
+    pairs = _valid_attachments(conf)
     for wep in ctx.store.list(WorkloadEndpoint):
         if wep.node != node:
             continue
@@ -796,21 +803,22 @@ def ipam_add(req: CniRequest, conf: NetConf, rt: Runtime) -> dict[str, Any]:
     ctx = rt.context(conf)
     ensure_ready(ctx, node, rt, conf)
     w = _workload(req)
-    got = ctx.ipam.auto_assign(names.handle_id(conf.name, req.container_id), ipam_attrs(node, w), node, 1,
-                               pools=conf.ipam.ipv4_pools or None)
+    got = ctx.ipam.auto_assign(names.handle_id(conf.name, req.container_id, req.ifname), ipam_attrs(node, w),
+                               node, 1, pools=conf.ipam.ipv4_pools or None)
     return Result(ips=[IPConfig(str(i)) for i in got]).to_json(conf.cni_version)
 
 
 def ipam_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
     ctx = rt.context(conf)
     w = _workload(req)
-    ctx.ipam.release_by_handle(names.handle_id(conf.name, req.container_id))
-    ctx.ipam.release_by_handle(names.legacy_handle_id(w))
+    ctx.ipam.release_by_handle(names.handle_id(conf.name, req.container_id, req.ifname))
+    if w.ifname == names.PRIMARY_IFNAME:
+        ctx.ipam.release_by_handle(names.legacy_handle_id(w))
 
 
 def ipam_check(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
     ctx = rt.context(conf)
-    owned = {str(ip) for ip in ctx.ipam.ips_by_handle(names.handle_id(conf.name, req.container_id))}
+    owned = {str(ip) for ip in ctx.ipam.ips_by_handle(names.handle_id(conf.name, req.container_id, req.ifname))}
     if not owned:
         raise CniError(CHECK_FAILED, f"no addresses are allocated to container {req.container_id}")
     missing = [str(a.ip) for a in _addrs_from_prev(conf) if str(a.ip) not in owned]

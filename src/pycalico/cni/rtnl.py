@@ -29,7 +29,7 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 18
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 NLA_F_NESTED = 0x8000
 
 IFF_UP = 1
@@ -165,11 +165,14 @@ class Rtnl:
             ipv4(IFA_LOCAL, address) + ipv4(IFA_ADDRESS, address)
         self.request(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, body)
 
-    def route_add(self, dst: str, dst_len: int, oif: int, *, gateway: str = "", scope: int = RT_SCOPE_UNIVERSE) -> None:
+    def route_add(self, dst: str, dst_len: int, oif: int, *, gateway: str = "", scope: int = RT_SCOPE_UNIVERSE,
+                  priority: int = 0) -> None:
         body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, scope, RTN_UNICAST, 0) + \
             u32(RTA_TABLE, RT_TABLE_MAIN) + u32(RTA_OIF, oif)
         if dst_len:
             body += ipv4(RTA_DST, dst)
         if gateway:
             body += ipv4(RTA_GATEWAY, gateway)
+        if priority:
+            body += u32(RTA_PRIORITY, priority)
         self.request(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
