@@ -118,3 +118,11 @@ class PoolExhausted(IPAMError):
 
 class NotReady(PycalicoError):
     """The cluster or node is not ready to serve (datastoreReady false, unknown node)."""
+
+
+class DataplaneError(PycalicoError):
+    """A change to the kernel's network state failed (netlink, sysctl, a name in use)."""
+
+
+class NetnsError(DataplaneError):
+    """A network namespace cannot be opened or entered."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pycalico.cni import names
 from pycalico.cni.rtnl import RT_SCOPE_LINK, NetlinkError, Rtnl
+from pycalico.errors import DataplaneError, NetnsError
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -35,14 +36,6 @@ GATEWAY = "169.254.1.1"
 CLONE_NEWNET = 0x40000000
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-class NetnsError(Exception):
-    """The pod network namespace cannot be opened."""
-
-
-class DataplaneError(Exception):
-    pass
 
 
 def _setns(fd: int) -> None:

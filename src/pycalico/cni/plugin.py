@@ -49,10 +49,12 @@ from pycalico.cni.spec import (
 from pycalico.datastore.etcd import EtcdClient, TlsConfig
 from pycalico.datastore.syncer import Syncer
 from pycalico.errors import (
+    DataplaneError,
     DatastoreError,
     DatastoreUnavailable,
     IPAMError,
     KeyExists,
+    NetnsError,
     NotReady,
     PoolExhausted,
     PycalicoError,
@@ -251,14 +253,12 @@ def to_cni_error(exc: BaseException, command: str = "") -> CniError:
         return CniError(NO_ADDRESSES, f"IPAM: {exc}")
     if isinstance(exc, DatastoreError):
         return CniError(TRY_AGAIN_LATER if command != "STATUS" else NOT_AVAILABLE, f"datastore error: {exc}")
+    if isinstance(exc, NetnsError):
+        return CniError(NETNS_UNUSABLE, str(exc))
+    if isinstance(exc, DataplaneError):
+        return CniError(DATAPLANE, str(exc))
     if isinstance(exc, PycalicoError):
         return CniError(INTERNAL, str(exc))
-    from pycalico.cni import dataplane as dpmod
-
-    if isinstance(exc, dpmod.NetnsError):
-        return CniError(NETNS_UNUSABLE, str(exc))
-    if isinstance(exc, dpmod.DataplaneError):
-        return CniError(DATAPLANE, str(exc))
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return CniError(INTERNAL, "interrupted")
     return CniError(INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
