@@ -159,6 +159,7 @@ def test_a_host_veth_of_another_attachment_is_an_error_never_deleted(cni: CniEnv
     assert IPAM(cni.client).ips_by_handle(f"{NET}.{cid_b}") == []
     assert {w.container_id for w in cni.store.list(WorkloadEndpoint)} == {cid_a}
     assert cni.cni("DEL", cid_b, path_b).code == 0  # a failed ADD is followed by DEL
+    assert cni.invoke(cni.env("DEL", cid_b, ""), cni.netconf()).code == 0  # and one without a netns
     assert _check(cni, cid_a, path_a, "eth0", first.json).code == 0
     assert [str(a) for a in IPAM(cni.client).ips_by_handle(f"{NET}.{cid_a}")] == [ip_a]
     assert cni.cni("DEL", cid_a, path_a).code == 0

@@ -612,6 +612,11 @@ def stale_host_veth(ctx: Context, node: str, host_if: str, name: str, namespace:
     return bool(owners) and all((wep.name, wep.namespace) == (name, namespace) for wep in owners)
 
 
+def _claimed_by_another(ctx: Context, node: str, host_if: str, name: str) -> bool:
+    return any(wep.node == node and wep.interface_name == host_if and wep.name != name
+               for wep in ctx.store.list(WorkloadEndpoint))
+
+
 def write_wep(ctx: Context, wep: WorkloadEndpoint) -> None:
     try:
         ctx.store.create(wep)
@@ -658,9 +663,9 @@ def plugin_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
         dp = rt.dataplane()
         if has_netns:
             dp.del_pod(req.netns, req.ifname, "")
-        elif not w.is_k8s or owned:
-            # No netns: a plain-CNI host veth name is unique to the container; a pod's
-            # only when the endpoint was ours.
+        elif owned or (owned is None and not w.is_k8s):
+            # No netns: delete the host veth by name only when it is ours (with the
+            # datastore down, a plain-CNI one: its name comes from the container id).
             dp.del_pod("", req.ifname, host_if)
 
     if rt.parallel and has_netns:  # the early answer needs the helper even when busy
@@ -680,7 +685,9 @@ def plugin_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
     owned: bool | None = None
     ds_error = None
     try:
-        owned = datastore_part()
+        if not has_netns and not w.is_k8s and _claimed_by_another(ctx, node, host_if, name):
+            owned = False  # a plain-CNI name shared with another container's live veth
+        owned = datastore_part() and owned is not False
     except DatastoreError as exc:
         ds_error = exc
     dataplane_part(owned)
