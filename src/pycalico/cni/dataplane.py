@@ -77,8 +77,13 @@ def netlink_errors() -> tuple[type[Exception], ...]:
     return (NetlinkError, loaded.NetlinkError) if loaded is not None else (NetlinkError,)
 
 
+def _errno(exc: Exception) -> int:
+    """The errno of a netlink error (ours and pyroute2's both carry it as ``code``)."""
+    return int(getattr(exc, "code", 0) or 0)
+
+
 def _dataplane_error(exc: Exception) -> DataplaneError:
-    code = getattr(exc, "code", 0)
+    code = _errno(exc)
     return DataplaneError(f"netlink: {os.strerror(code) if code else exc}")
 
 
@@ -158,7 +163,7 @@ class Dataplane:
         try:
             links = list(ipr.link("get", ifname=ifname))
         except netlink_errors() as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT):
+            if _errno(exc) in (errno.ENODEV, errno.ENOENT):
                 return None
             raise
         return int(links[0]["index"]) if links else None
@@ -175,7 +180,7 @@ class Dataplane:
             rtnl.link_del(index)
             return True
         except netlink_errors() as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT):
+            if _errno(exc) in (errno.ENODEV, errno.ENOENT):
                 return False
             raise
 
@@ -207,7 +212,7 @@ class Dataplane:
             try:
                 self._create_veth(host_ifname, ifname, nsfd, pending.container_mac, mtu)
             except netlink_errors() as exc:
-                if exc.code != errno.EEXIST:
+                if _errno(exc) != errno.EEXIST:
                     raise
                 if pod.link_index(ifname) is not None:
                     raise DataplaneError(f"interface {ifname!r} already exists in netns {netns_path}") from None
@@ -312,7 +317,7 @@ class Dataplane:
         try:
             self.rtnl.route_add(str(ip), 32, host_idx, scope=RT_SCOPE_LINK)
         except netlink_errors() as exc:
-            if exc.code != errno.EEXIST:
+            if _errno(exc) != errno.EEXIST:
                 raise
             routes = list(self.ipr.route("get", dst=str(ip)))
             oifs = {r.get_attr("RTA_OIF") for r in routes}

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -677,9 +677,7 @@ def plugin_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
         if removal.done():
             removal.result()
         else:
-            removal.add_done_callback(
-                lambda f: f.exception() and log.error("DEL %s: removing %s in %s failed after the answer: %s",
-                                                      req.container_id, req.ifname, req.netns, f.exception()))
+            removal.add_done_callback(lambda f: _log_late_failure(req, f))
         datastore.result()
         return
     owned: bool | None = None
@@ -693,6 +691,12 @@ def plugin_del(req: CniRequest, conf: NetConf, rt: Runtime) -> None:
     dataplane_part(owned)
     if ds_error is not None:
         raise ds_error
+
+
+def _log_late_failure(req: CniRequest, removal: Future[None]) -> None:
+    if removal.exception() is not None:
+        log.error("DEL %s: removing %s in %s failed after the answer: %s", req.container_id, req.ifname,
+                  req.netns, removal.exception())
 
 
 def _addrs_from_prev(conf: NetConf) -> list[ipaddress.IPv4Interface]:
