@@ -23,12 +23,12 @@ try:
     from pycalico.errors import PycalicoError, ValidationError
 except ImportError:
     HAS_PYCALICO = False
-    PYCALICO_IMPORT_ERROR = traceback.format_exc()
+    PYCALICO_IMPORT_ERROR = traceback.format_exc()  # type: str | None
 
-    class PycalicoError(Exception):
+    class PycalicoError(Exception):  # type: ignore[no-redef]
         pass
 
-    class ValidationError(PycalicoError):
+    class ValidationError(PycalicoError):  # type: ignore[no-redef]
         pass
 else:
     HAS_PYCALICO = True

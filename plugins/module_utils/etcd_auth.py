@@ -176,7 +176,7 @@ class AuthGateway(object):
                 ctx.load_cert_chain(certfile=cert_file, keyfile=key_file)
             except (OSError, ssl.SSLError) as exc:
                 raise EtcdAuthError("cannot load the etcd TLS files (ca=%s, cert=%s, key=%s): %s"
-                                    % (ca_file, cert_file, key_file, getattr(exc, "strerror", None) or exc))
+                                    % (ca_file, cert_file, key_file, getattr(exc, "strerror", None) or exc)) from None
             self._context = ctx
 
     def _connection(self, endpoint):
@@ -229,7 +229,7 @@ class AuthGateway(object):
                 conn.connect()
                 cert = conn.sock.getpeercert() or {}
             except (OSError, http.client.HTTPException) as exc:
-                raise EtcdAuthError("cannot read the server certificate of %s: %s" % (endpoint, exc))
+                raise EtcdAuthError("cannot read the server certificate of %s: %s" % (endpoint, exc)) from None
             finally:
                 conn.close()
             for rdn in cert.get("subject", ()):
@@ -251,10 +251,10 @@ class AuthGateway(object):
             if _CN_REFUSED in text:
                 raise EtcdAuthError(
                     "etcd auth is on and its JSON gateway refuses client certificates that carry a Common Name; "
-                    "give etcd_cert_file a certificate without CN (the certs role's pycalico.pem)")
+                    "give etcd_cert_file a certificate without CN (the certs role's pycalico.pem)") from None
             if exc.code == 3 or "authentication failed" in text:
                 raise EtcdAuthError("etcd auth is on and refused the root password (%s); give the root password "
-                                    "of this etcd" % text)
+                                    "of this etcd" % text) from None
             raise
         self.token = resp.get("token")
         return True

@@ -46,7 +46,7 @@ def _network(field, value):
     try:
         return ipaddress.ip_network(str(value), strict=True)
     except ValueError:
-        raise ValidationError(field, value, "a network CIDR such as 10.245.0.0/16 (host bits zero)")
+        raise ValidationError(field, value, "a network CIDR such as 10.245.0.0/16 (host bits zero)") from None
 
 
 def workloads_in(store, cidr):

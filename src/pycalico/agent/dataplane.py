@@ -187,7 +187,7 @@ class Dataplane:
             have_f = dict(cached.vxlan_fdb)
         else:
             fdb = _json(["bridge", "-j", "fdb", "show", "dev", VXLAN_DEVICE])
-            have_f = {str(e["mac"]).lower(): e.get("dst") for e in fdb
+            have_f = {str(e["mac"]).lower(): str(e["dst"]) for e in fdb
                       if e.get("state") == "permanent" and e.get("dst") and e.get("mac") != "00:00:00:00:00:00"}
         lines = _diff_lines(have_f, desired.vxlan_fdb,
                             lambda mac, dst: f"fdb replace {mac} dev {VXLAN_DEVICE} dst {dst} self permanent",

@@ -16,6 +16,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -111,7 +112,7 @@ def compute_peers(me: Node, nodes: Mapping[str, Node], bgp: BGPConfiguration, pe
         rr_client = bool(me.rr_cluster_id) and asn == my_as and node.rr_cluster_id != me.rr_cluster_id
         extra = _peer_options(options) if options is not None else {"restart_time": mesh_restart}
         return Peer(peer_name(kind, node.ip, node_port), node.ip, asn, kind, port=node_port,
-                    passive=_ip_key(node.ip) > _ip_key(my_ip), rr_client=rr_client, source_address=my_ip,
+                    passive=int(_ip_key(node.ip)) > int(_ip_key(my_ip)), rr_client=rr_client, source_address=my_ip,
                     **extra)
 
     peer_list = sorted(peers, key=lambda p: p.name)
@@ -161,7 +162,7 @@ def _seconds(raw: object) -> int:
     return int(total + (float(number) if number else 0))
 
 
-def _peer_options(p: BGPPeer) -> dict[str, object]:
+def _peer_options(p: BGPPeer) -> dict[str, Any]:
     """BGPPeer fields that shape the session (Calico's names)."""
     spec = p.spec
     mode = spec.get("nextHopMode") or "Auto"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pycalico.errors import ValidationError
 from pycalico.model import fields, keys, rules, selector
@@ -94,7 +94,7 @@ class Resource:
 
     # ---- JSON -------------------------------------------------------------------------
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Resource:
+    def from_json(cls, data: dict[str, Any]) -> Self:
         if not isinstance(data, dict):
             raise ValidationError("resource", data, f"a JSON object of kind {cls.KIND}")
         kind = data.get("kind", cls.KIND)
@@ -110,7 +110,7 @@ class Resource:
         out.update(json_copy(self.extra))
         return out
 
-    def copy(self) -> Resource:
+    def copy(self) -> Self:
         return type(self).from_json(self.to_json())
 
     def __eq__(self, other: object) -> bool:

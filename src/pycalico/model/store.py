@@ -40,7 +40,7 @@ def _encode(res: Resource) -> str:
 def _decode(cls: type[R], kv: KeyValue) -> R:
     res = cls.from_json(json.loads(kv.value))
     res.metadata["resourceVersion"] = str(kv.mod_revision)
-    return res  # type: ignore[return-value]
+    return res
 
 
 class ResourceStore:
@@ -115,7 +115,7 @@ class ResourceStore:
 
     def _as_new(self, res: R) -> R:
         """A validated copy with defaults, a uid and a creationTimestamp, as created."""
-        res = res.copy()  # type: ignore[assignment]
+        res = res.copy()
         self._prepare(res, creating=True)
         res.metadata.setdefault("uid", str(uuid.uuid4()))
         res.metadata.setdefault("creationTimestamp", _now())
@@ -143,7 +143,7 @@ class ResourceStore:
         """Compare-and-swap on ``metadata.resourceVersion``; RevisionConflict if it moved."""
         if not res.resource_version:
             raise ValidationError("metadata.resourceVersion", "", "the resourceVersion read with the resource")
-        res = res.copy()  # type: ignore[assignment]
+        res = res.copy()
         self._prepare(res, creating=False)
         self._ensure_policy_tier(res)
         try:
@@ -162,7 +162,7 @@ class ResourceStore:
                     return self.create(_without_version(res))
                 except ResourceExists:
                     continue
-            desired: R = res.copy()  # type: ignore[assignment]
+            desired: R = res.copy()
             for field in ("uid", "creationTimestamp"):
                 if field in current.metadata:
                     desired.metadata[field] = current.metadata[field]
@@ -201,4 +201,4 @@ def ensure_default_tiers(store: ResourceStore) -> list[str]:
 def _without_version(res: R) -> R:
     fresh = res.copy()
     fresh.metadata.pop("resourceVersion", None)
-    return fresh  # type: ignore[return-value]
+    return fresh
