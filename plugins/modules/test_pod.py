@@ -58,7 +58,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 pod:
-  description: netns, container, ip and mtu of the pod.
+  description: netns, container, ip, mtu and node (O(node)) of the pod; a pod_probe target as it is.
   returned: always
   type: dict
 rows:
@@ -88,6 +88,7 @@ def main():
     node = p["node"] or "localhost"
     if p["state"] == "present":
         pod, error = netcheck.pod_add(p["name"], p["cni_bin_dir"], p["conflist"], env)
+        pod["node"] = node
         detail = error or "%s in %s, MTU %s" % (pod["ip"], pod["netns"], pod["mtu"])
         module.exit_json(changed=True, pod=pod, rows=[netcheck.row("test_pod", node, not error, detail)])
     errors = netcheck.pod_del(p["pod"], p["cni_bin_dir"], p["conflist"], env)
