@@ -65,7 +65,8 @@ class Verifier:
         try:
             return json.loads(proc.stdout)
         except json.JSONDecodeError:
-            raise AssertionError(f"{module_name} printed no JSON: {proc.stdout[-2000:]} {proc.stderr[-2000:]}") from None
+            raise AssertionError(f"{module_name} printed no JSON: {proc.stdout[-2000:]} {proc.stderr[-2000:]}") \
+                from None
 
     def write_conflist(self, host: Host) -> Path:
         """The conflist the cni role installs, plus the namespace node's state paths."""
