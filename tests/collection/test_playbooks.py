@@ -97,15 +97,15 @@ def test_network_cluster_part_check_real_idempotent(playbook, local_inventory, e
 
     checked = playbook(network, *base, "--check", "--diff", inventory=local_inventory)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    # identity, pool, BGP configuration, RR peer, the node's RR role
-    assert recap(checked.stdout, "127.0.0.1")["changed"] == 5
+    # identity, pool, BGP configuration, the node's RR role, RR peer, mesh off
+    assert recap(checked.stdout, "127.0.0.1")["changed"] == 6
     assert '"ipipMode": "Never"' in checked.stdout  # the diff
     assert '"routeReflectorClusterID": "244.0.0.1"' in checked.stdout
     assert snapshot(etcd) == registered, "check mode wrote to etcd"
 
     real = playbook(network, *base, inventory=local_inventory)
     assert real.returncode == 0, real.stdout + real.stderr
-    assert recap(real.stdout, "127.0.0.1")["changed"] == 5
+    assert recap(real.stdout, "127.0.0.1")["changed"] == 6
     pool = store.get(IPPool, "default-ipv4-ippool")
     assert (pool.cidr, pool.block_size, pool.ipip_mode, pool.nat_outgoing) == ("172.20.0.0/16", 24, "Never", True)
     conf = store.get(BGPConfiguration, "default")
