@@ -37,7 +37,8 @@ test: test-fast test-molecule
 test-fast: deps venv lint test-python test-collection
 
 lint: venv
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench plugins
+	$(VENV)/bin/mypy  # src and plugins ([tool.mypy] files)
 
 test-python: deps venv
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
