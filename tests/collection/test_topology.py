@@ -29,6 +29,12 @@ RR_PEER = "peer-with-route-reflectors"
 LABEL = "pycalico.io/inventory-peer"
 
 
+def _one(store: ResourceStore, cls: Any, name: str) -> Any:
+    found = store.get(cls, name)
+    assert found is not None, f"{cls.__name__} {name} is missing"
+    return found
+
+
 def _rv(resource: Any) -> int:
     return int(resource.resource_version)
 
@@ -57,7 +63,7 @@ def test_mesh_to_reflectors_and_back(playbook, tmp_path: Path, etcd_cluster, etc
 
     # Full mesh with two external routers (one global, one for n3 from its kubespray-style `peers`).
     assert run(**mesh) == 2  # mesh on (the configuration created), the external peers
-    assert store.get(BGPConfiguration, "default").node_to_node_mesh is True
+    assert _one(store, BGPConfiguration, "default").node_to_node_mesh is True
     assert store.get(BGPPeer, RR_PEER) is None
     ext = {p.name: p for p in store.list(BGPPeer) if (p.metadata.get("labels") or {}).get(LABEL) == "true"}
     assert sorted(ext) == ["pycalico-ext-global-198.51.100.1", "pycalico-ext-n3-198.51.100.3"]
@@ -70,12 +76,12 @@ def test_mesh_to_reflectors_and_back(playbook, tmp_path: Path, etcd_cluster, etc
     assert run("--check", **rr) == 4  # n1's role, the RR peer, mesh off, the n3 peer deleted
     assert snapshot(etcd) == before, "check mode wrote to etcd"
     assert run(**rr) == 4
-    n1, peer, conf = store.get(Node, "n1"), store.get(BGPPeer, RR_PEER), store.get(BGPConfiguration, "default")
+    n1, peer, conf = _one(store, Node, "n1"), _one(store, BGPPeer, RR_PEER), _one(store, BGPConfiguration, "default")
     assert n1.rr_cluster_id == "244.0.0.1" and n1.labels == {"route-reflector": "true"}
     assert peer.peer_selector == "route-reflector == 'true'" and peer.spec["nodeSelector"] == "all()"
     assert conf.node_to_node_mesh is False
     assert _rv(n1) < _rv(peer) < _rv(conf), "the mesh went off before the reflector and its peering were in place"
-    assert store.get(Node, "n2").rr_cluster_id == ""
+    assert _one(store, Node, "n2").rr_cluster_id == ""
     assert store.get(BGPPeer, "pycalico-ext-n3-198.51.100.3") is None
     assert store.get(BGPPeer, "by-hand") is not None, "a peer the collection did not make was removed"
     assert run(**rr) == 0
@@ -83,14 +89,14 @@ def test_mesh_to_reflectors_and_back(playbook, tmp_path: Path, etcd_cluster, etc
     # Move the reflector role to n2: the new one is made before the old one is cleared.
     moved = dict(rr, cluster_rr_node_names=["n2"])
     assert run(**moved) == 2
-    n1, n2 = store.get(Node, "n1"), store.get(Node, "n2")
+    n1, n2 = _one(store, Node, "n1"), _one(store, Node, "n2")
     assert n2.rr_cluster_id == "244.0.0.1" and n1.rr_cluster_id == "" and n1.labels == {}
     assert _rv(n2) < _rv(n1)
 
     # Back to the mesh: the mesh on first, then the peering and the role go.
     back = dict(cluster_rr_enabled=False, cluster_rr_node_names=[], cluster_bgp_peers=[])
     assert run(**back) == 4  # mesh on, RR peer deleted, n2 cleared, the global router deleted
-    conf, n2 = store.get(BGPConfiguration, "default"), store.get(Node, "n2")
+    conf, n2 = _one(store, BGPConfiguration, "default"), _one(store, Node, "n2")
     assert conf.node_to_node_mesh is True and store.get(BGPPeer, RR_PEER) is None
     assert n2.rr_cluster_id == "" and n2.labels == {}
     assert _rv(conf) < _rv(n2), "a reflector was cleared before the mesh was back"
@@ -112,5 +118,5 @@ def test_reflectors_not_registered_keep_the_mesh(playbook, tmp_path: Path, etcd_
                  "cluster_rr_enabled": True, "cluster_rr_node_names": ["rr-new"], "cluster_peer_hosts": []}
     proc = playbook(pb, "-e", json.dumps(variables))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert store.get(BGPConfiguration, "default").node_to_node_mesh is True
+    assert _one(store, BGPConfiguration, "default").node_to_node_mesh is True
     assert store.get(BGPPeer, RR_PEER) is not None
