@@ -22,7 +22,6 @@ author:
   - pycalico developers (@pycalico)
 extends_documentation_fragment:
   - pycalico.network.etcd
-  - pycalico.network.etcd.attributes
 options:
   nodename:
     description: The node's name; default the agent's C(<state_dir>/nodename).

@@ -22,7 +22,6 @@ author:
   - pycalico developers (@pycalico)
 extends_documentation_fragment:
   - pycalico.network.etcd
-  - pycalico.network.etcd.attributes
 options:
   node:
     description: This node's name (its Node record).
