@@ -13,10 +13,10 @@ short_description: From a test pod, ping every other test pod, probe the pod MTU
 version_added: "0.1.0"
 description:
   - For each target, a C(ping) row; a don't-fragment ping at the smaller of the two pods' MTUs (C(mtu) row); and
-    whether C(vxlan.calico)/C(tunl0) transmit counters moved as the target's pool implies (C(encapsulation) row):
+    whether C(vxlan.calico)/C(tunl0) transmit counters moved as the target's pool implies (C(encapsulation) row);
     they must move for C(Always), and for C(CrossSubnet) only towards a node outside this node's subnet (from
     the Node records' addresses); with direct routing no tunnel counter may move.
-  - Run one host at a time (C(throttle: 1)) so the counters see only this probe's traffic.
+  - Run one host at a time (C(throttle) of 1) so the counters see only this probe's traffic.
   - With O(nat_address), a C(nat) row for a ping from the pod to that address outside the pools.
 author:
   - pycalico developers (@pycalico)
