@@ -56,7 +56,7 @@ def run(argv, timeout=30, env=None):
 def unit_rows(node, units):
     rows = []
     for unit in units:
-        rc, out, _ = run(["systemctl", "is-active", unit])
+        rc, out, dummy = run(["systemctl", "is-active", unit])
         state = out.strip() or "unknown"
         rows.append(row("units", node, rc == 0 and state == "active", state, unit))
     return rows
@@ -173,14 +173,14 @@ def pod_add(prefix, cni_bin_dir, conflist_path, extra_env=None):
     suffix = uuid.uuid4().hex[:8]
     netns, container = "%s-%s" % (prefix, suffix), "%s%s" % (prefix.replace("-", ""), suffix)
     pod = {"netns": netns, "container": container, "ip": "", "mtu": 0}
-    rc, _, err = run(["ip", "netns", "add", netns])
+    rc, dummy, err = run(["ip", "netns", "add", netns])
     if rc != 0:
         return pod, "ip netns add %s: %s" % (netns, err.strip())
     rc, result, text = cni_call("ADD", container, netns, cni_bin_dir, conflist_path, extra_env)
     if rc != 0 or not result.get("ips"):
         return pod, "CNI ADD failed (%s): %s" % (rc, text.strip())
     pod["ip"] = result["ips"][0]["address"].split("/")[0]
-    rc, out, _ = run(["ip", "netns", "exec", netns, "cat", "/sys/class/net/eth0/mtu"])
+    rc, out, dummy = run(["ip", "netns", "exec", netns, "cat", "/sys/class/net/eth0/mtu"])
     pod["mtu"] = int(out.strip()) if rc == 0 and out.strip().isdigit() else 0
     return pod, ""
 
@@ -189,11 +189,11 @@ def pod_del(pod, cni_bin_dir, conflist_path, extra_env=None):
     """CNI DEL then the netns; every step attempted; returns the errors."""
     errors = []
     if pod.get("container"):
-        rc, _, text = cni_call("DEL", pod["container"], pod["netns"], cni_bin_dir, conflist_path, extra_env)
+        rc, dummy, text = cni_call("DEL", pod["container"], pod["netns"], cni_bin_dir, conflist_path, extra_env)
         if rc != 0:
             errors.append("CNI DEL failed (%s): %s" % (rc, text.strip()))
     if pod.get("netns") and os.path.exists("/run/netns/%s" % pod["netns"]):
-        rc, _, err = run(["ip", "netns", "del", pod["netns"]])
+        rc, dummy, err = run(["ip", "netns", "del", pod["netns"]])
         if rc != 0:
             errors.append("ip netns del: %s" % err.strip())
     return errors
@@ -314,7 +314,7 @@ _NOISE = re.compile(r"\s+")
 def render(rows):
     """A table per check (failures first), then the failed pairs in one line each."""
     rows = [dict(r) for r in rows]
-    known = [c for c, _ in CHECK_TITLES]
+    known = [c for c, dummy in CHECK_TITLES]
     titles = dict(CHECK_TITLES)
     sections = []
     for check in known + sorted({r["check"] for r in rows} - set(known)):

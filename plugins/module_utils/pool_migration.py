@@ -130,7 +130,7 @@ def migrate_pool(store, ipam, old_name, new_cidr, new_name=None, overrides=None,
         old_after = disabled.after
         report["workloads"] = workloads_in(store, old.cidr)
         report["allocations"] = allocations_in(ipam, old.cidr)
-        used, _ = pool_usage(ipam, old)
+        used, dummy = pool_usage(ipam, old)
         if used and delete_old:
             raise PycalicoError(
                 "IPPool %r (%s) still has %d allocated address(es); DELETE_OLD refused. Recreate: %s"
