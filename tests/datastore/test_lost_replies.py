@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -286,7 +287,10 @@ def test_cni_one_transaction_add_settles_a_lost_reply(unique: str) -> None:
             pods: dict[str, str] = {}
             # The first ADD claims a block (writes 1-3) and then sends the one transaction (4).
             for index, (nth, mode) in enumerate([(4, "close"), (1, "delay"), (1, "close")]):
-                _, ns_path, container_id = env.new_pod(index)
+                _, ns_path, _ = env.new_pod(index)
+                # real container IDs differ in their first 11 characters, which name a plain CNI
+                # container's host veth (the env's IDs share the test prefix there)
+                container_id = f"{uuid.uuid4().hex[:12]}{index}"
                 before = proxy.replies_lost
                 lossy.lose_write(nth, mode)
                 code, out = execute(PLUGIN, env.env("ADD", container_id, ns_path), stdin, runtime)
