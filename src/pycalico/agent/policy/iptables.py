@@ -14,6 +14,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from pycalico.agent.policy.names import ipset_name, length_limited, set_id
+from pycalico.agent.policy.params import PolicyParams
 from pycalico.agent.policy.resolve import (
     EndpointRules,
     IPSet,
@@ -21,6 +22,7 @@ from pycalico.agent.policy.resolve import (
     PolicyRules,
     ResolvedRule,
     ResolvedSide,
+    TierRules,
 )
 
 ACCEPT = 0x10000
@@ -72,6 +74,28 @@ def profile_chain(direction: str, name: str) -> str:
 
 def endpoint_chain(prefix: str, iface: str) -> str:
     return length_limited(prefix, iface)
+
+
+def _conntrack_head(params: PolicyParams) -> list[str]:
+    """The first rules of every endpoint chain: conntrack shortcut, invalid drop, verdict bits cleared."""
+    rules = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+    if not params.disable_conntrack_invalid_check:
+        rules.append("-m conntrack --ctstate INVALID -j DROP")
+    rules.append(_clear(ACCEPT | PASS))
+    return rules
+
+
+def _tier_rules(tiers: tuple[TierRules, ...], direction: str, deny: str) -> list[str]:
+    """Per tier: clear pass, each policy (return once one accepted), end-of-tier drop unless Pass."""
+    rules: list[str] = []
+    for tier in tiers:
+        rules.append(_clear(PASS))
+        for ident in tier.policies:
+            rules.append(f"{_unmarked(PASS)} -j {policy_chain(direction, ident)}")
+            rules.append(f"{_mark(ACCEPT)} -j RETURN")
+        if tier.end_drop:
+            rules.append(f"{_unmarked(PASS)} -j {deny}")
+    return rules
 
 
 @dataclass
@@ -196,10 +220,7 @@ class Renderer:
     def _endpoint(ep: EndpointRules, ingress: bool, model: PolicyModel, host: bool) -> list[str]:
         p = model.params
         deny = p.filter_deny_action
-        rules = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
-        if not p.disable_conntrack_invalid_check:
-            rules.append("-m conntrack --ctstate INVALID -j DROP")
-        rules.append(_clear(ACCEPT | PASS))
+        rules = _conntrack_head(p)
         if host:
             rules.append(f"-j {FAILSAFE_IN if ingress else FAILSAFE_OUT}")
         elif not ingress:
@@ -208,13 +229,7 @@ class Renderer:
             if not p.allow_ipip_from_workloads:
                 rules.append("-p 4 -j DROP")
         direction = "i" if ingress else "o"
-        for tier in ep.ingress if ingress else ep.egress:
-            rules.append(_clear(PASS))
-            for ident in tier.policies:
-                rules.append(f"{_unmarked(PASS)} -j {policy_chain(direction, ident)}")
-                rules.append(f"{_mark(ACCEPT)} -j RETURN")
-            if tier.end_drop:
-                rules.append(f"{_unmarked(PASS)} -j {deny}")
+        rules += _tier_rules(ep.ingress if ingress else ep.egress, direction, deny)
         for name in ep.profiles:
             rules.append(f"-j {profile_chain(direction, name)}")
             rules.append(f"{_mark(ACCEPT)} -j RETURN")
@@ -257,18 +272,7 @@ class Renderer:
         tiers = ep.forward_ingress if ingress else ep.forward_egress
         if not tiers:
             return []
-        direction = "i" if ingress else "o"
-        rules = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
-        if not model.params.disable_conntrack_invalid_check:
-            rules.append("-m conntrack --ctstate INVALID -j DROP")
-        rules.append(_clear(ACCEPT | PASS))
-        for tier in tiers:
-            rules.append(_clear(PASS))
-            for ident in tier.policies:
-                rules.append(f"{_unmarked(PASS)} -j {policy_chain(direction, ident)}")
-                rules.append(f"{_mark(ACCEPT)} -j RETURN")
-            if tier.end_drop:
-                rules.append(f"{_unmarked(PASS)} -j {deny}")
+        rules = _conntrack_head(model.params) + _tier_rules(tiers, "i" if ingress else "o", deny)
         rules.append(_set_mark(ACCEPT))
         return rules
 
