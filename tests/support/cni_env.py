@@ -256,7 +256,9 @@ class CniEnv:
         name = f"{self.prefix}-p{index}"
         add_netns(name)
         self.pods.append(name)
-        container_id = f"{self.prefix}{index}{uuid.uuid4().hex[:8]}".lower()
+        # The first 11 characters name a plain CNI container's host veth: random there, as real
+        # container IDs are (the prefix and index after them say whose it is).
+        container_id = f"{uuid.uuid4().hex[:11]}{self.prefix}{index}".lower()
         return name, netns_path(name), container_id
 
     def remove_pod(self, name: str) -> None:
