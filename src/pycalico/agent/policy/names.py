@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 MAX_CHAIN = 28
@@ -21,6 +22,7 @@ def length_limited(prefix: str, suffix: str, limit: int = MAX_CHAIN) -> str:
     return prefix + "_" + _b64(hashlib.sha256(suffix.encode()).digest())[:limit - 1 - len(prefix)]
 
 
+@functools.lru_cache(maxsize=65536)  # every rule of a policy names the same few sets
 def set_id(kind: str, text: str) -> str:
     """``s:`` + 23 chars of base64url(SHA-224(kind + ':' + text)), Felix's unique set IDs."""
     return f"{kind}:" + _b64(hashlib.sha224(f"{kind}:{text}".encode()).digest())[:MAX_IPSET - 6 - len(kind) - 1]

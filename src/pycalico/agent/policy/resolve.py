@@ -196,6 +196,8 @@ class PolicyCalculator:
         self._last_items: tuple[dict[str, Item], dict[str, Item], dict[str, Item]] = ({}, {}, {})
         self._endpoints: dict[str, EndpointRules] = {}  # last result per interface, reused when equal
         self._resolved: dict[str, tuple[Any, PolicyRules, dict[str, tuple[str, str | None, str | None]]]] = {}
+        self._side_memo: dict[tuple[Side, str | None],
+                              tuple[ResolvedSide, dict[str, tuple[str, str | None, str | None]]]] = {}
 
     # ---- items ---------------------------------------------------------------------------------
     def _profile_label_map(self, profiles: Mapping[str, Any]) -> None:
@@ -404,6 +406,19 @@ class PolicyCalculator:
 
     def _side(self, side: Side, proto: str | None,
               wanted: dict[str, tuple[str, str | None, str | None]]) -> ResolvedSide:
+        """Memoised: thousands of rules share a handful of distinct sides (an empty one above all)."""
+        memo = self._side_memo.get((side, proto))
+        if memo is None:
+            sets: dict[str, tuple[str, str | None, str | None]] = {}
+            memo = (self._resolve_side(side, proto, sets), sets)
+            if len(self._side_memo) > 100_000:
+                self._side_memo.clear()
+            self._side_memo[(side, proto)] = memo
+        wanted.update(memo[1])
+        return memo[0]
+
+    def _resolve_side(self, side: Side, proto: str | None,
+                      wanted: dict[str, tuple[str, str | None, str | None]]) -> ResolvedSide:
         return ResolvedSide(
             nets=side.nets, not_nets=side.not_nets,
             set=self._selector_set(side.selector, wanted) if side.selector else None,

@@ -9,6 +9,7 @@ index evaluates; rule selectors become IP sets.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -103,6 +104,7 @@ def entity_selectors(entity: dict[str, Any], namespace: str | None) -> tuple[str
     return positive, (not_sel or None)
 
 
+@functools.lru_cache(maxsize=65536)
 def canonical(text: str) -> str:
     """Calico's canonical text of a selector, which names its IP set."""
     try:
