@@ -173,3 +173,21 @@ def test_ipam_check_reads_50000_blocks(big: tuple[EtcdCluster, int]) -> None:
     assert len(report.handles_missing) == BLOCKS * PER_BLOCK  # and no handle keys were written
     assert client.requests_by_path["/v3/kv/range"] > math.ceil(BLOCKS / PAGE)
     client.close()
+
+
+def test_block_cidrs_reads_keys_only_in_pages(big: tuple[EtcdCluster, int]) -> None:
+    """A block claim asks only which blocks exist: 50,000 keys without their values,
+    in pages, a small fraction of the bytes of the values."""
+    cluster, _ = big
+    client = cluster.client(timeout=30, page_size=PAGE)
+    try:
+        raw = client.call("/v3/kv/range", {"key": _b64(PREFIX), "range_end": _b64(PREFIX[:-1] + "0"),
+                                           "limit": "3", "keys_only": True})
+        assert [kv.get("value") for kv in raw["kvs"]] == [None] * 3  # etcd kept the values
+        client.requests_by_path.clear()
+        cidrs = IPAM(client).block_cidrs()
+        assert len(cidrs) == BLOCKS
+        assert {_block(0)[0], _block(BLOCKS - 1)[0]} <= {keys.block_key(c) for c in cidrs}
+        assert client.requests_by_path == {"/v3/kv/range": math.ceil(BLOCKS / PAGE)}
+    finally:
+        client.close()

@@ -153,7 +153,7 @@ class Agent:
         if (existing is None or existing.ip != str(address.ip)) and \
                 os.environ.get("DISABLE_NODE_IP_CHECK", "").lower() != "true":
             try:
-                startup.check_address_unique(self.store, s, address)
+                startup.check_address_unique(self.synced_nodes(), s, address)
             except startup.StartupError as exc:
                 if s.ip and s.ip.lower() not in ("autodetect", "none"):
                     raise  # an explicit IP that another node has: calico-node refuses too
@@ -185,6 +185,13 @@ class Agent:
             self.watchers.append(typed)
             self.typed[name] = typed
             self.syncer.subscribe(prefix, typed)
+
+    def synced_nodes(self, timeout: float = 10.0) -> list[Node]:
+        """Every Node, from the node cache once it holds the first full list."""
+        if not self.typed["nodes"].synced.wait(timeout):
+            raise DatastoreError(f"the Node list has not arrived within {timeout:.0f} s")
+        with self._lock:
+            return list(self.cache["nodes"].values())
 
     def synced(self) -> bool:
         return all(w.synced.is_set() for w in self.watchers)
@@ -402,6 +409,9 @@ class Agent:
         self.health.serve(s.health_host, s.health_port)
         if s.metrics_port:
             self.metrics.serve(s.metrics_host, s.metrics_port)
+        # The caches fill while startup registers the node: startup's address check reads
+        # the node cache instead of listing every Node a second time.
+        self.start_watchers()
         delay = 0.5
         while not self.stop_event.is_set():
             try:
@@ -416,9 +426,6 @@ class Agent:
             self.stop_event.wait(delay)
             delay = min(delay * 2, 5.0)
         self.health.report("startup", ready=True)
-        # After startup, not beside it: its IPAM claim lists every block at once, and both
-        # lists at one time raised the peak RSS at 20,000 nodes (108 → 135 MB) for no gain in time.
-        self.start_watchers()
         threading.Thread(target=self.status_loop, name="status", daemon=True).start()
         start_watchdog(lambda: not self.stop_event.is_set(), self.stop_event)
         self.start_cni_server()

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +108,8 @@ def register_node(store: ResourceStore, settings: AgentSettings, address: ipaddr
     raise StartupError(f"could not write Node {settings.nodename}: too many conflicts")
 
 
-def check_address_unique(store: ResourceStore, settings: AgentSettings, address: ipaddress.IPv4Interface) -> None:
-    for other in store.list(Node):
+def check_address_unique(nodes: Iterable[Node], settings: AgentSettings, address: ipaddress.IPv4Interface) -> None:
+    for other in nodes:
         if other.name != settings.nodename and other.ip == str(address.ip):
             raise StartupError(f"IP {address.ip} is already used by node {other.name}")
 

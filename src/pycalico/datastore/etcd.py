@@ -43,6 +43,7 @@ T = TypeVar("T")
 # Module-level names: inside EtcdClient, ``list`` is the method.
 Ops = list[dict[str, Any]]
 KvLists = list[list["KeyValue"]]
+Keys = list[str]
 
 # gRPC status codes the gateway passes through that mean "try another member".
 _RETRY_ELSEWHERE_CODES = {4, 8, 14}  # DeadlineExceeded, ResourceExhausted, Unavailable
@@ -335,10 +336,23 @@ class EtcdClient:
         pages = self.pages(prefix, revision=revision)
         return [kv for page in pages for kv in page], pages.revision
 
-    def pages(self, prefix: str, *, revision: int = 0, page_size: int | None = None) -> Pages:
+    def pages(self, prefix: str, *, revision: int = 0, page_size: int | None = None,
+              keys_only: bool = False) -> Pages:
         """The keys under ``prefix`` page by page, every page at the revision of the
-        first (fetched at once, so ``.revision`` is known before iterating)."""
-        return Pages(self, prefix, revision, page_size or self.page_size)
+        first (fetched at once, so ``.revision`` is known before iterating). With
+        ``keys_only`` the values stay on the server (each KeyValue's value is "")."""
+        return Pages(self, prefix, revision, page_size or self.page_size, keys_only=keys_only)
+
+    def keys(self, prefix: str) -> Keys:
+        """The keys under ``prefix`` without their values, read in pages at one revision:
+        what a caller needs that only asks which keys exist (a fraction of the bytes etcd
+        encodes and sends for 20,000 IPAM blocks)."""
+        for _ in range(3):
+            try:
+                return [kv.key for page in self.pages(prefix, keys_only=True) for kv in page]
+            except Compacted:
+                continue
+        return [kv.key for page in self.pages(prefix, keys_only=True) for kv in page]
 
     def revision(self) -> int:
         resp = self.call("/v3/kv/range", {"key": _b64("\0"), "count_only": True})
@@ -646,10 +660,12 @@ class Pages:
     ``limit``, continued after the last key (+ "\\0"), every page pinned at the revision
     of the first. One page's JSON is held at a time. Iterate once."""
 
-    def __init__(self, client: EtcdClient, prefix: str, revision: int, page_size: int) -> None:
+    def __init__(self, client: EtcdClient, prefix: str, revision: int, page_size: int, *,
+                 keys_only: bool = False) -> None:
         self._client = client
         self._end = _b64(prefix_range_end(prefix))
         self._page_size = page_size
+        self._keys_only = keys_only
         self.requests = 0
         self.count = 0
         first, more, self.revision = self._fetch(prefix.encode(), revision)
@@ -660,6 +676,8 @@ class Pages:
         body: dict[str, Any] = {"key": _b64(start), "range_end": self._end, "limit": str(self._page_size)}
         if revision:
             body["revision"] = str(revision)
+        if self._keys_only:
+            body["keys_only"] = True
         resp = self._client.call("/v3/kv/range", body)
         self.requests += 1
         kvs = [KeyValue.from_gateway(raw) for raw in resp.get("kvs") or []]

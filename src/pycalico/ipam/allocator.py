@@ -197,6 +197,12 @@ class IPAM:
         kvs, _ = self.client.list(keys.block_prefix(version))
         return [b for b in (AllocationBlock.from_json(kv.json()) for kv in kvs) if not b.deleted]
 
+    def block_cidrs(self, version: int = 4) -> set[str]:
+        """The CIDRs of every block key (deleted ones included), read without the blocks'
+        values: what a claim needs to skip taken subnets."""
+        prefix = keys.block_prefix(version)
+        return {keys.segment_to_cidr(key[len(prefix):]) for key in self.client.keys(prefix)}
+
     def affinities(self, host: str, version: int = 4) -> dict[str, tuple[str, KeyValue]]:
         """``{block cidr: (state, kv)}`` for the host."""
         kvs, _ = self.client.list(keys.host_affinity_prefix(host, version))
@@ -333,7 +339,7 @@ class IPAM:
 
     def _claim_block(self, host: str, pools: list[IPPool], config: IpamConfig, owned: int) -> str | None:
         """Claim a free block in one of ``pools`` for ``host`` (which owns ``owned``); returns its CIDR."""
-        existing = {b.cidr for b in self.blocks()}
+        existing = self.block_cidrs()
         limit = config.max_blocks_per_host or DEFAULT_MAX_BLOCKS_PER_HOST
         if owned >= limit:
             return None
