@@ -72,8 +72,10 @@ def load(store: ResourceStore, node: str) -> int:
 
 
 def kernel_state(ns: str) -> tuple[str, str, int, int]:
-    """(iptables-restore input, ipset restore input, our chains, our sets) read back from ``ns``."""
-    save = nsexec(ns, "iptables-save", "-t", "filter", timeout=120).stdout
+    """(iptables-restore input, ipset restore input, our chains, our sets) read back from ``ns``:
+    the filter, raw and mangle tables, the three the agent writes."""
+    save = "".join(nsexec(ns, "iptables-save", "-t", table, timeout=120).stdout
+                   for table in ("filter", "raw", "mangle"))
     ipsets = nsexec(ns, "ipset", "save", timeout=120).stdout
     chains = sum(1 for line in save.splitlines() if line.startswith(":cali-"))
     sets = sum(1 for line in ipsets.splitlines() if line.startswith("create cali40"))

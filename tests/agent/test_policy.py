@@ -363,3 +363,83 @@ def test_kube_proxy_rules_untouched(etcd_cluster, etcd, unique):
         save = h1.run("iptables-nft-save", "-t", "filter").stdout
         assert "-j cali-FORWARD" in save and "-j KUBE-FORWARD" in save
         assert before[0] and "10.68.0.10" in before[1]
+
+
+def _conntrack_ports(host: object, proto: str) -> set[int]:
+    """Destination ports of the flows in the host namespace's conntrack table (original direction)."""
+    table = host.run("cat", "/proc/net/nf_conntrack").stdout  # type: ignore[attr-defined]
+    out = set()
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == proto:
+            dport = next((f for f in fields if f.startswith("dport=")), None)
+            if dport:
+                out.add(int(dport.split("=")[1]))
+    return out
+
+
+def test_host_endpoint_untracked_and_pre_dnat(etcd_cluster, etcd, unique):
+    """doNotTrack policy acts in raw, before conntrack: its Deny cuts an established connection (a
+    normal Deny would not, row 26) and its Allow leaves no conntrack entry; preDNAT policy acts in
+    mangle before DNAT: a Deny on the port a client asks for blocks it while the port it is DNATed to
+    stays open. The HostEndpoint is found by its expectedIPs alone, then as the '*' endpoint; other
+    software's raw, mangle and nat rules stay as they were."""
+    env = {"CALICO_NETWORKING_BACKEND": "vxlan", "CALICO_IPV4POOL_CIDR": "10.251.0.0/16",
+           "CALICO_IPV4POOL_VXLAN": "Always"}
+    with running_cluster(etcd_cluster, etcd, unique, [2], env=env) as cl:
+        h1, h2 = cl.hosts
+        others = ["*raw", "-A PREROUTING -p udp --dport 9999 -m comment --comment other-software -j NOTRACK", "COMMIT",
+                  "*mangle", "-A PREROUTING -p tcp --dport 9998 -m comment --comment other-software "
+                  "-j MARK --set-xmark 0x1/0x1", "COMMIT",
+                  "*nat", f"-A PREROUTING -d {h1.addr}/32 -p tcp --dport 30080 -m comment --comment node-port "
+                  f"-j DNAT --to-destination {h1.addr}:8080", "COMMIT", ""]
+        h1.run("sh", "-c", f"printf '%s\\n' {' '.join(repr(line) for line in others)} | iptables-nft-restore --noflush")
+
+        def other_rules() -> list[str]:
+            return [line for table in ("raw", "mangle", "nat")
+                    for line in h1.run("iptables-nft-save", "-t", table).stdout.splitlines()
+                    if "other-software" in line or "node-port" in line]
+
+        before = other_rules()
+        cl.start(bird=False)
+        src, dst = At(h2.ns, h2.addr), At(h1.ns, h1.addr)
+        pol = Policies(cl)
+        open_host = gnp("host-open", {"selector": "role == 'edge'", "types": ["Ingress", "Egress"],
+                                      "ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}]})
+        with Servers([dst], tcp=[22, 8080, 8081], udp=[53, 5353]):
+            pol.create(HostEndpoint(f"{h1.name}-by-ip", {"node": h1.name, "expectedIPs": [h1.addr]},
+                                    metadata={"labels": {"role": "edge"}}),
+                       gnp("host-closed", {"selector": "role == 'edge'", "types": ["Ingress"]}))
+            assert_reachability([T(src, dst, "tcp", 8080, False, "HEP by expectedIPs: no rule allows it"),
+                                 T(src, dst, "tcp", 22, True, "failsafe")])
+            pol.clear()
+            pol.create(HostEndpoint(f"{h1.name}-by-ip", {"node": h1.name, "expectedIPs": [h1.addr]},
+                                    metadata={"labels": {"role": "edge"}}), open_host)
+            with Connection(src, dst, 8081) as live:
+                pol.create(gnp("untracked", {
+                    "selector": "role == 'edge'", "doNotTrack": True, "applyOnForward": True,
+                    "types": ["Ingress", "Egress"],
+                    "ingress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [8081]}},
+                                {"action": "Allow", "protocol": "UDP", "destination": {"ports": [5353]}}],
+                    "egress": [{"action": "Allow", "protocol": "UDP", "source": {"ports": [5353]}}]}))
+                assert not live.exchange(timeout=1.5), "an untracked Deny must cut the established connection"
+            assert_reachability([T(src, dst, "tcp", 8081, False, "untracked deny"),
+                                 T(src, dst, "tcp", 8080, True, "falls through to normal policy"),
+                                 T(src, dst, "udp", 5353, True, "untracked allow, both directions"),
+                                 T(src, dst, "udp", 53, True, "tracked")])
+            tracked = _conntrack_ports(h1, "udp")
+            assert 53 in tracked and 5353 not in tracked, tracked
+            pol.clear()
+
+            pol.create(HostEndpoint(f"{h1.name}-all", {"node": h1.name, "interfaceName": "*"},
+                                    metadata={"labels": {"role": "edge"}}), open_host)
+            assert_reachability([T(src, dst, "tcp", 30080, True, "DNATed to 8080 before the preDNAT policy")])
+            pol.create(gnp("pre-dnat", {"selector": "role == 'edge'", "preDNAT": True, "applyOnForward": True,
+                                        "types": ["Ingress"], "ingress": [
+                                            {"action": "Deny", "protocol": "TCP", "destination": {"ports": [30080]}}]}))
+            assert_reachability([T(src, dst, "tcp", 30080, False, "denied on the port asked for"),
+                                 T(src, dst, "tcp", 8080, True, "the DNAT target is otherwise allowed")])
+            pol.clear()
+            assert_reachability([T(src, dst, "tcp", 30080, True, "preDNAT policy deleted")])
+        assert other_rules() == before and len(before) == 3
+        assert "-j cali-PREROUTING" in h1.run("iptables-nft-save", "-t", "raw").stdout

@@ -7,9 +7,18 @@ import re
 
 from pycalico.agent.policy.iptables import FROM_WL, Renderer, policy_chain
 from pycalico.agent.policy.names import MAX_CHAIN, MAX_IPSET, length_limited
+from pycalico.agent.policy.params import PolicyParams
 from pycalico.agent.policy.resolve import PolicyCalculator, PolicyInputs
 from pycalico.agent.policy.selectors import entity_selectors, policy_selector
-from pycalico.model import GlobalNetworkPolicy, NetworkPolicy, NetworkSet, Profile, Tier, WorkloadEndpoint
+from pycalico.model import (
+    GlobalNetworkPolicy,
+    HostEndpoint,
+    NetworkPolicy,
+    NetworkSet,
+    Profile,
+    Tier,
+    WorkloadEndpoint,
+)
 
 
 def wep(name: str, ip: str, iface: str, labels: dict[str, str], *, node: str = "n1", ns: str = "a",
@@ -120,3 +129,66 @@ def test_dispatch_buckets_do_not_move_when_an_interface_comes() -> None:
     changed = {name for name in after if name.startswith(FROM_WL) and after[name] != before.get(name)}
     assert changed == {FROM_WL, FROM_WL + "-calif"}
     assert before[FROM_WL][-1] == "-j DROP" and before[FROM_WL + "-cali0"][-1] == "-j DROP"
+
+
+def hep(name: str, labels: dict[str, str], **spec: object) -> HostEndpoint:
+    return HostEndpoint(name, {"node": "n1", **spec}, metadata={"labels": labels})
+
+
+def test_untracked_and_pre_dnat_policies_render_in_raw_and_mangle_only() -> None:
+    heps = {"eth0": hep("n1-eth0", {"role": "edge"}, interfaceName="eth0"),
+            "all": hep("n1-all", {"role": "edge"}, interfaceName="*")}
+    weps = {"x": wep("x", "10.0.0.1", "calix", {"role": "edge"})}
+    gnps = {
+        "dnt": GlobalNetworkPolicy("dnt", {"selector": "role == 'edge'", "doNotTrack": True, "applyOnForward": True,
+                                           "types": ["Ingress", "Egress"], "egress": [{"action": "Allow"}],
+                                           "ingress": [{"action": "Deny", "protocol": "TCP",
+                                                        "destination": {"ports": [8081]}}]}),
+        "pre": GlobalNetworkPolicy("pre", {"selector": "role == 'edge'", "preDNAT": True, "applyOnForward": True,
+                                           "types": ["Ingress"], "ingress": [{"action": "Deny", "protocol": "TCP",
+                                                                              "destination": {"ports": [8082]}}]}),
+    }
+    params = PolicyParams(filter_deny_action="REJECT")
+    _, model = model_for(weps=weps, host_endpoints=heps, global_network_policies=gnps, params=params,
+                         profiles={"kns.a": Profile("kns.a", {})})
+    ep = model.workloads["calix"]  # type: ignore[attr-defined]
+    assert ep.ingress == ep.egress == ()  # row 28: pods never get doNotTrack / preDNAT policy
+    eth0, everything = model.hosts["eth0"], model.hosts["*"]  # type: ignore[attr-defined]
+    assert [t.policies for t in eth0.untracked_ingress] == [("gnp/dnt",)] and eth0.ingress == ()
+    assert everything.untracked_ingress == () and [t.policies for t in everything.pre_dnat_ingress] == [("gnp/pre",)]
+    table = Renderer().render(model)  # type: ignore[arg-type]
+    assert table.raw is not None and table.mangle is not None
+    assert not any(name.endswith(("gnp/dnt", "gnp/pre")) for name in table.chains)  # not in filter
+    assert table.raw["cali-pi-gnp/dnt"] == ["-p tcp -m multiport --destination-ports 8081 -j DROP"]  # no REJECT
+    fh = table.raw["cali-fh-eth0"]
+    assert fh[0] == "-j cali-failsafe-in" and not any("conntrack" in r for r in fh)  # before conntrack
+    jump = fh.index("-m mark --mark 0x0/0x20000 -j cali-pi-gnp/dnt")
+    assert fh[jump + 1:] == ["-m mark --mark 0x10000/0x10000 -j NOTRACK", "-m mark --mark 0x10000/0x10000 -j RETURN"]
+    assert table.raw["cali-from-host-endpoint"] == ["-i eth0 -g cali-fh-eth0"]  # no '*' in raw (as Felix)
+    assert table.raw["cali-PREROUTING"][-2:] == ["-m mark --mark 0x0/0x80000 -j cali-from-host-endpoint",
+                                                 "-m mark --mark 0x10000/0x10000 -j ACCEPT"]
+    assert "-p tcp -m tcp --sport 22 -j ACCEPT" in table.raw["cali-failsafe-out"]  # replies of failsafe flows
+    pre = table.mangle["cali-fh-*"]
+    assert pre[0] == "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" and pre[-1].endswith("-j RETURN")
+    assert table.mangle["cali-from-host-endpoint"] == ["-i eth0 -g cali-fh-eth0", "-g cali-fh-*"]
+    assert "cali-th-eth0" not in table.mangle  # preDNAT is ingress only
+
+
+def test_host_endpoints_resolve_by_name_wildcard_or_expected_ips() -> None:
+    heps = {"b": hep("b-by-ip", {}, expectedIPs=["192.0.2.1"]),
+            "a": hep("a-by-ip", {}, expectedIPs=["192.0.2.1", "198.51.100.7"]),
+            "named": hep("z-named", {}, interfaceName="eth9"),
+            "pod": hep("pod-ip", {}, expectedIPs=["10.0.0.1"]),
+            "other-node": HostEndpoint("far", {"node": "n2", "expectedIPs": ["192.0.2.1"]})}
+    interfaces = {"eth0": ("192.0.2.1",), "eth1": ("198.51.100.7",), "eth2": ("203.0.113.1",),
+                  "cali123": ("10.0.0.1",)}
+    calc = PolicyCalculator("n1")
+    model = calc.compute(PolicyInputs(host_endpoints=heps, host_interfaces=interfaces))
+    # by address on the interface (the earliest HEP name wins), by name, never a workload interface
+    assert sorted(model.hosts) == ["eth0", "eth1", "eth9"]
+    table = Renderer().render(model)
+    assert table.chains["cali-from-host-endpoint"] == ["-i lo -j RETURN", "-i eth0 -g cali-fh-eth0",
+                                                       "-i eth1 -g cali-fh-eth1", "-i eth9 -g cali-fh-eth9"]
+    # the address moves: the endpoint follows it
+    model = calc.compute(PolicyInputs(host_endpoints=heps, host_interfaces={"eth2": ("192.0.2.1",)}))
+    assert sorted(model.hosts) == ["eth2", "eth9"]

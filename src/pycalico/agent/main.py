@@ -113,6 +113,7 @@ class Agent:
         self.dataplane = Dataplane(settings.route_protocol)
         self.nat = NatOutgoing(settings.iptables_backend)
         self.policy: PolicyEngine | None = None
+        self._host_ifaces: dict[str, tuple[str, ...]] | None = None
         self._unroutable: dict[str, str] = {}
         self.policy_metrics = PolicyMetrics(self.metrics.registry, lambda: self.policy)
         self.cache: dict[str, dict[str, Any]] = {name: {} for name in SOURCES}
@@ -209,7 +210,19 @@ class Agent:
         return PolicyParams.merge(os.environ, configs.get(f"node.{self.settings.nodename}", {}),
                                   configs.get("default", {}))
 
-    def policy_snapshot(self, nodes: dict[str, Node], pools: list[IPPool]) -> tuple[PolicyInputs, dict[str, int]]:
+    def host_interfaces(self, refresh: bool) -> dict[str, tuple[str, ...]]:
+        """This host's interfaces and IPv4 addresses, for HostEndpoints named by ``expectedIPs``:
+        read at the first apply and on every full resync (a policy change reuses them)."""
+        if refresh or self._host_ifaces is None:
+            try:
+                self._host_ifaces = {i.name: tuple(str(a.ip) for a in i.addresses) for i in autodetect.interfaces()}
+            except (OSError, ValueError) as exc:
+                log.warning("policy: could not read the host's interfaces: %s", exc)
+                self._host_ifaces = self._host_ifaces or {}
+        return self._host_ifaces
+
+    def policy_snapshot(self, nodes: dict[str, Node], pools: list[IPPool],
+                        full: bool = False) -> tuple[PolicyInputs, dict[str, int]]:
         vxlan = any(p.vxlan_mode != "Never" for p in pools)
         tunnel_hosts = tuple(sorted(f"{n.ip}/32" for n in nodes.values() if n.ip)) if vxlan else ()
         with self._lock:
@@ -221,6 +234,8 @@ class Agent:
                 profiles=dict(c["profiles"]), tiers=dict(c["tiers"]), tunnel_hosts=tunnel_hosts)
             revisions = dict(self.revisions)
         inputs.params = self.policy_params()
+        if inputs.host_endpoints:
+            inputs.host_interfaces = self.host_interfaces(full)
         return inputs, revisions
 
     def _policy_engine(self) -> PolicyEngine:
@@ -239,7 +254,7 @@ class Agent:
 
     def apply_policy(self, nodes: dict[str, Node], pools: list[IPPool], full: bool) -> list[str]:
         engine = self._policy_engine()
-        inputs, revisions = self.policy_snapshot(nodes, pools)
+        inputs, revisions = self.policy_snapshot(nodes, pools, full)
         stats = engine.apply(inputs, full=full)
         self.policy_metrics.apply_time.observe(stats.seconds)
         if stats.errors:

@@ -1,9 +1,11 @@
 """Write a ``FilterTable`` into the kernel, touching only what changed.
 
 IP sets go first (``ipset restore``: create, add, del; a set whose type changed
-is rebuilt and swapped in), then one ``iptables-restore --noflush`` transaction
-declares (= flushes) and refills every changed ``cali-`` chain, deletes the
-ones no longer wanted and adds missing hooks; sets no longer referenced go last.
+is rebuilt and swapped in), then one ``iptables-restore --noflush`` call
+declares (= flushes) and refills every changed ``cali-`` chain of the filter,
+raw and mangle tables, deletes the ones no longer wanted and adds missing hooks
+(one transaction per table); sets no longer referenced go last. Other rules
+of those tables, and their chains, are never touched.
 Each rule carries a ``cali:<id>`` comment chained over its chain, so reading
 the kernel back (at start and on every full resync) tells exactly which chains
 drifted. Nothing is ever flushed wholesale: the rules of the last good state
@@ -28,8 +30,12 @@ log = logging.getLogger(__name__)
 MAXELEM = 1048576
 _ID = re.compile(r"cali:([A-Za-z0-9_-]{16})")
 # Fixed IDs of the rules in the kernel's own chains (found again by them)
-HOOK_IDS = {"FORWARD": "wUHhoiAYhphO9Mso", "INPUT": "Cz_u1IQiXIMmKD4c", "OUTPUT": "tVnHkvAo15HuiPy0"}
+HOOK_IDS = {("filter", "FORWARD"): "wUHhoiAYhphO9Mso", ("filter", "INPUT"): "Cz_u1IQiXIMmKD4c",
+            ("filter", "OUTPUT"): "tVnHkvAo15HuiPy0", ("raw", "PREROUTING"): "6gwbT8clXdHdC1b1",
+            ("raw", "OUTPUT"): "WqgznqAQ-uYV0oBx", ("mangle", "PREROUTING"): "6BJqBjBC7crtA-7-"}
 FORWARD_ACCEPT_ID = "MH9kMp5aNICL-Olv"
+FILTER_HOOK_IDS = {i for (table, _), i in HOOK_IDS.items() if table == "filter"} | {FORWARD_ACCEPT_ID}
+TABLES = ("filter", "raw", "mangle")
 
 
 class PolicyDataplaneError(PycalicoError):
@@ -73,8 +79,9 @@ def _member(text: str) -> str:
 class IptablesPolicyDataplane:
     def __init__(self, backend: str) -> None:
         self.backend = backend  # legacy | nft
-        self._chains: dict[str, list[str]] = {}  # chain -> rule IDs, as the kernel holds them
-        self._written: dict[str, list[str]] = {}  # chain -> rule texts last written (identity shortcut)
+        # per table: chain -> rule IDs, as the kernel holds them; chain -> rule texts last written
+        self._chains: dict[str, dict[str, list[str]]] = {t: {} for t in TABLES}
+        self._written: dict[str, dict[str, list[str]]] = {t: {} for t in TABLES}
         self._sets: dict[str, tuple[str, set[str]]] = {}  # name -> (type, members) in the kernel
         self._hooks: set[str] = set()
         self.in_sync = False
@@ -88,21 +95,24 @@ class IptablesPolicyDataplane:
 
     # ---- reading the kernel --------------------------------------------------------------------
     def read_kernel(self) -> None:
-        proc = subprocess.run([self._tool("save"), "-t", "filter"], capture_output=True, text=True, timeout=60)
-        chains: dict[str, list[str]] = {}
         hooks: set[str] = set()
-        for line in proc.stdout.splitlines():
-            if line.startswith(":cali-"):
-                chains[line[1:].split()[0]] = []
-            elif line.startswith("-A "):
-                chain = line.split(None, 2)[1]
-                m = _ID.search(line)
-                if chain.startswith("cali-"):
-                    chains.setdefault(chain, []).append(m.group(1) if m else "?")
-                elif m and (m.group(1) in HOOK_IDS.values() or m.group(1) == FORWARD_ACCEPT_ID):
-                    hooks.add(m.group(1))
-        self._chains, self._hooks = chains, hooks
-        self._written = {}
+        known = set(HOOK_IDS.values()) | {FORWARD_ACCEPT_ID}
+        for table in TABLES:
+            proc = subprocess.run([self._tool("save"), "-t", table], capture_output=True, text=True, timeout=60)
+            chains: dict[str, list[str]] = {}
+            for line in proc.stdout.splitlines():
+                if line.startswith(":cali-"):
+                    chains[line[1:].split()[0]] = []
+                elif line.startswith("-A "):
+                    chain = line.split(None, 2)[1]
+                    m = _ID.search(line)
+                    if chain.startswith("cali-"):
+                        chains.setdefault(chain, []).append(m.group(1) if m else "?")
+                    elif m and m.group(1) in known:
+                        hooks.add(m.group(1))
+            self._chains[table] = chains
+        self._hooks = hooks
+        self._written = {t: {} for t in TABLES}
         self._sets = self._read_sets()
         self.in_sync = True
 
@@ -119,7 +129,8 @@ class IptablesPolicyDataplane:
         return sets
 
     def hooks_present(self) -> bool:
-        return set(HOOK_IDS.values()) | {FORWARD_ACCEPT_ID} <= self._hooks
+        """The filter hooks: what fail-closed enforcement depends on."""
+        return FILTER_HOOK_IDS <= self._hooks
 
     # ---- writing ---------------------------------------------------------------------------------
     def _ipset_script(self, wanted: dict[str, IPSet]) -> tuple[list[str], int]:
@@ -177,49 +188,69 @@ class IptablesPolicyDataplane:
             self._sets[name] = (ipset.kind, {_member(m) for m in ipset.members})
         stats.set_changes += changes
 
-    def _apply_chains(self, table: FilterTable, stats: ApplyStats, insert: bool) -> None:
+    def _table_script(self, table: str, wanted: dict[str, list[str]], insert: bool,
+                      new_ids: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+        """(restore lines for one table, its stale chains); ``new_ids`` gets the chains written."""
+        have, written = self._chains[table], self._written[table]
         declare: list[str] = []
         body: list[str] = []
-        new_ids: dict[str, list[str]] = {}
-        for name, rules in table.chains.items():
-            written = self._written.get(name)
-            if written is rules or (written is not None and written == rules and name in self._chains):
+        for name, rules in wanted.items():
+            last = written.get(name)
+            if last is rules or (last is not None and last == rules and name in have):
                 continue
             ids = _ids(name, rules)
-            if self._chains.get(name) == ids:
-                self._written[name] = rules
+            if have.get(name) == ids:
+                written[name] = rules
                 continue
             new_ids[name] = ids
             declare.append(f":{name} - [0:0]")
             body += [f'-A {name} -m comment --comment "cali:{i}" {r}' for i, r in zip(ids, rules, strict=True)]
-        stale = [name for name in self._chains if name not in table.chains]
+        stale = [name for name in have if name not in wanted]
         declare += [f":{name} - [0:0]" for name in stale]
         hooks: list[str] = []
-        for kernel_chain, ours in HOOKS:
-            if HOOK_IDS[kernel_chain] not in self._hooks:
+        for hook_table, kernel_chain, ours in HOOKS:
+            hook_id = HOOK_IDS[(hook_table, kernel_chain)]
+            if hook_table == table and hook_id not in self._hooks:
                 verb = f"-I {kernel_chain} 1" if insert else f"-A {kernel_chain}"
-                hooks.append(f'{verb} -m comment --comment "cali:{HOOK_IDS[kernel_chain]}" -j {ours}')
-        if FORWARD_ACCEPT_ID not in self._hooks:
+                hooks.append(f'{verb} -m comment --comment "cali:{hook_id}" -j {ours}')
+        if table == "filter" and FORWARD_ACCEPT_ID not in self._hooks:
             hooks.append(f'-A FORWARD -m comment --comment "cali:{FORWARD_ACCEPT_ID}" {FORWARD_ACCEPT}')
         if not declare and not hooks:
+            return [], []
+        return [f"*{table}", *declare, *body, *(f"-X {name}" for name in stale), *hooks, "COMMIT"], stale
+
+    def _apply_chains(self, table: FilterTable, stats: ApplyStats, insert: bool) -> None:
+        script: list[str] = []
+        changes: dict[str, tuple[dict[str, list[str]], list[str]]] = {}
+        wanted_tables = table.tables()
+        for name, wanted in wanted_tables.items():
+            new_ids: dict[str, list[str]] = {}
+            lines, stale = self._table_script(name, wanted, insert, new_ids)
+            if lines:
+                script += lines
+                changes[name] = (new_ids, stale)
+        if not script:
             return
-        script = ["*filter", *declare, *body, *(f"-X {name}" for name in stale), *hooks, "COMMIT", ""]
         stats.restore_calls += 1
         self.restore_calls += 1
         try:
-            _run([self._tool("restore"), "-w", "5", "--noflush"], "\n".join(script))
+            _run([self._tool("restore"), "-w", "5", "--noflush"], "\n".join(script) + "\n")
         except PolicyDataplaneError:
             self.restore_errors += 1
             raise
-        for name, ids in new_ids.items():
-            self._chains[name] = ids
-            self._written[name] = table.chains[name]
-        for name in stale:
-            self._chains.pop(name, None)
-            self._written.pop(name, None)
-        self._hooks |= set(HOOK_IDS.values()) | {FORWARD_ACCEPT_ID}
-        stats.chains_written += len(new_ids)
-        stats.chains_deleted += len(stale)
+        for name, (new_ids, stale) in changes.items():
+            have, written = self._chains[name], self._written[name]
+            for chain, ids in new_ids.items():
+                have[chain] = ids
+                written[chain] = wanted_tables[name][chain]
+            for chain in stale:
+                have.pop(chain, None)
+                written.pop(chain, None)
+            self._hooks |= {i for (t, _), i in HOOK_IDS.items() if t == name}
+            if name == "filter":
+                self._hooks.add(FORWARD_ACCEPT_ID)
+            stats.chains_written += len(new_ids)
+            stats.chains_deleted += len(stale)
 
     def _destroy_unused_sets(self, table: FilterTable, stats: ApplyStats) -> None:
         unused = [name for name in self._sets if name not in table.ipsets]
@@ -238,13 +269,11 @@ class IptablesPolicyDataplane:
             del self._sets[name]
         stats.set_changes += len(unused)
 
-    @property
-    def chain_count(self) -> int:
-        return len(self._chains)
+    def chain_count(self, table: str = "filter") -> int:
+        return len(self._chains[table])
 
-    @property
-    def rule_count(self) -> int:
-        return sum(len(ids) for ids in self._chains.values())
+    def rule_count(self, table: str = "filter") -> int:
+        return sum(len(ids) for ids in self._chains[table].values())
 
     @property
     def set_count(self) -> int:

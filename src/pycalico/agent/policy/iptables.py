@@ -1,8 +1,12 @@
 """The ``PolicyModel`` in Felix's iptables layout (calico-policy.md §4).
 
-Output is the filter table's ``cali-`` chains as rule texts (what follows
-``-A <chain>``), plus the IP sets the rendering itself needs (multi-CIDR
-``nets``/``notNets`` lists). Hooks into the kernel chains are the writer's job.
+Output is the ``cali-`` chains of the filter, raw and mangle tables as rule texts
+(what follows ``-A <chain>``), plus the IP sets the rendering itself needs
+(multi-CIDR ``nets``/``notNets`` lists). Hooks into the kernel chains are the
+writer's job. raw holds host endpoints' doNotTrack policy (before conntrack; an
+allowed packet is NOTRACKed and marked accepted for the later tables), mangle
+their preDNAT policy (PREROUTING, before kube-proxy's DNAT); neither ends a tier
+with a drop, since normal policy in filter still follows (calico-policy.md §4.9, §6).
 Every list of alternatives Felix handles with match blocks (several port
 chunks, numeric and named ports together) becomes several rules with the same
 verdict, which is the same OR.
@@ -11,6 +15,7 @@ verdict, which is the same OR.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pycalico.agent.policy.names import ipset_name, length_limited, set_id
@@ -27,7 +32,8 @@ from pycalico.agent.policy.resolve import (
 
 ACCEPT = 0x10000
 PASS = 0x20000
-SCRATCH = 0x80000 | 0x100000
+SCRATCH0 = 0x80000  # raw: "came from a workload interface"
+SCRATCH = SCRATCH0 | 0x100000
 ALL_MARKS = ACCEPT | PASS | 0x40000 | SCRATCH
 MULTIPORT_SLOTS = 15
 DISPATCH_SPLIT = 8
@@ -44,6 +50,9 @@ FROM_HEP_FWD = "cali-from-hep-forward"
 TO_HEP_FWD = "cali-to-hep-forward"
 FAILSAFE_IN = "cali-failsafe-in"
 FAILSAFE_OUT = "cali-failsafe-out"
+RAW_PREROUTING = "cali-PREROUTING"
+RAW_OUTPUT = "cali-OUTPUT"
+MANGLE_PREROUTING = "cali-PREROUTING"
 TUNNEL_HOSTS_SET = "cali40all-vxlan-net"
 OWNED_SET_PREFIXES = ("cali40s:", "cali40n:", "cali40c:", TUNNEL_HOSTS_SET)
 
@@ -85,23 +94,45 @@ def _conntrack_head(params: PolicyParams) -> list[str]:
     return rules
 
 
-def _tier_rules(tiers: tuple[TierRules, ...], direction: str, deny: str) -> list[str]:
-    """Per tier: clear pass, each policy (return once one accepted), end-of-tier drop unless Pass."""
+def _tier_rules(tiers: tuple[TierRules, ...], direction: str, deny: str, *, tracked: bool = True,
+                notrack: bool = False) -> list[str]:
+    """Per tier: clear pass, each policy (return once one accepted), end-of-tier drop unless Pass.
+    Untracked (raw) and preDNAT (mangle) tiers end without a drop (``tracked=False``); in raw an
+    accepted packet is NOTRACKed before the return (``notrack``)."""
     rules: list[str] = []
     for tier in tiers:
         rules.append(_clear(PASS))
         for ident in tier.policies:
             rules.append(f"{_unmarked(PASS)} -j {policy_chain(direction, ident)}")
+            if notrack:
+                rules.append(f"{_mark(ACCEPT)} -j NOTRACK")
             rules.append(f"{_mark(ACCEPT)} -j RETURN")
-        if tier.end_drop:
+        if tier.end_drop and tracked:
             rules.append(f"{_unmarked(PASS)} -j {deny}")
     return rules
 
 
+def _referenced(tiers: Iterable[tuple[TierRules, ...]]) -> set[str]:
+    return {ident for group in tiers for tier in group for ident in tier.policies}
+
+
 @dataclass
 class FilterTable:
-    chains: dict[str, list[str]] = field(default_factory=dict)
+    """What the writer puts into the kernel: chains per table and the IP sets they use. ``raw`` and
+    ``mangle`` None: those tables are left as they are (the fail-closed skeleton)."""
+
+    chains: dict[str, list[str]] = field(default_factory=dict)  # filter
     ipsets: dict[str, IPSet] = field(default_factory=dict)  # model's sets + the renderer's own
+    raw: dict[str, list[str]] | None = None
+    mangle: dict[str, list[str]] | None = None
+
+    def tables(self) -> dict[str, dict[str, list[str]]]:
+        out = {"filter": self.chains}
+        if self.raw is not None:
+            out["raw"] = self.raw
+        if self.mangle is not None:
+            out["mangle"] = self.mangle
+        return out
 
 
 def _port_chunks(ports: tuple[str, ...]) -> list[str]:
@@ -123,7 +154,7 @@ def _port_chunks(ports: tuple[str, ...]) -> list[str]:
 
 class Renderer:
     def __init__(self) -> None:
-        self._policy_cache: dict[tuple[str, str], tuple[PolicyRules, list[str], list[str]]] = {}
+        self._policy_cache: dict[tuple[str, str, str], tuple[PolicyRules, list[str], list[str]]] = {}
         self.net_sets: dict[str, IPSet] = {}
         self._endpoint_cache: dict[tuple[str, str], tuple[EndpointRules, object, list[str], list[str]]] = {}
 
@@ -201,16 +232,17 @@ class Renderer:
             out.pop()  # a trailing RETURN is a no-op: the caller tests the mark next
         return out
 
-    def _policy_chains(self, kind: str, pol: PolicyRules, deny: str, log_prefix: str) -> dict[str, list[str]]:
+    def _policy_chains(self, kind: str, pol: PolicyRules, deny: str, log_prefix: str,
+                       table: str = "filter") -> dict[str, list[str]]:
         name_of = policy_chain if kind == "policy" else profile_chain
-        cached = self._policy_cache.get((kind, pol.ident))
+        cached = self._policy_cache.get((table, kind, pol.ident))
         if cached is None or cached[0] is not pol:
             cached = (pol, self._rules_chain(pol.ingress, deny, log_prefix),
                       self._rules_chain(pol.egress, deny, log_prefix))
-            self._policy_cache[(kind, pol.ident)] = cached
+            self._policy_cache[(table, kind, pol.ident)] = cached
         return {name_of("i", pol.ident): cached[1], name_of("o", pol.ident): cached[2]}
 
-    def forget(self, idents: set[tuple[str, str]]) -> None:
+    def forget(self, idents: set[tuple[str, str, str]]) -> None:
         for key in list(self._policy_cache):
             if key not in idents:
                 del self._policy_cache[key]
@@ -292,11 +324,23 @@ class Renderer:
         deny = p.filter_deny_action
         self.net_sets = {}
         chains: dict[str, list[str]] = {}
-        for pol in model.policies.values():
-            chains.update(self._policy_chains("policy", pol, deny, p.log_prefix))
+        hosts_all = list(model.hosts.values())
+        untracked = _referenced([*(ep.untracked_ingress for ep in hosts_all),
+                                 *(ep.untracked_egress for ep in hosts_all)])
+        pre_dnat = _referenced(ep.pre_dnat_ingress for ep in hosts_all)
+        in_table = {i: "raw" if i in untracked else "mangle" if i in pre_dnat else "filter" for i in model.policies}
+        raw: dict[str, list[str]] = {}
+        mangle: dict[str, list[str]] = {}
+        by_table = {"filter": chains, "raw": raw, "mangle": mangle}
+        for ident, pol in model.policies.items():
+            table = in_table[ident]
+            # REJECT exists only in filter: a Deny before conntrack or DNAT drops
+            table_deny = deny if table == "filter" else "DROP"
+            by_table[table].update(self._policy_chains("policy", pol, table_deny, p.log_prefix, table))
         for prof in model.profiles.values():
             chains.update(self._policy_chains("profile", prof, deny, p.log_prefix))
-        self.forget({("policy", i) for i in model.policies} | {("profile", n) for n in model.profiles})
+        self.forget({(in_table[i], "policy", i) for i in model.policies} |
+                    {("filter", "profile", n) for n in model.profiles})
         live: set[tuple[str, str]] = set()
         for iface, ep in model.workloads.items():
             tw, fw = self._endpoint_chains(("cali-tw-", "cali-fw-"), ep, model, False)
@@ -345,11 +389,13 @@ class Renderer:
         chains[FAILSAFE_IN] = [f"-p {proto} -m {proto} --dport {port} -j ACCEPT" for proto, port in p.failsafe_in]
         chains[FAILSAFE_OUT] = [f"-p {proto} -m {proto} --dport {port} -j ACCEPT" for proto, port in p.failsafe_out]
         chains.update(static_chains(model))
+        raw.update(raw_chains(model))
+        mangle.update(mangle_chains(model))
         ipsets = dict(model.ipsets)
         ipsets.update(self.net_sets)
         if model.hosts and model.tunnel_hosts:
             ipsets[TUNNEL_HOSTS_SET] = IPSet(TUNNEL_HOSTS_SET, "hash:net", frozenset(model.tunnel_hosts))
-        return FilterTable(chains, ipsets)
+        return FilterTable(chains, ipsets, raw, mangle)
 
 
 def static_chains(model: PolicyModel) -> dict[str, list[str]]:
@@ -372,6 +418,56 @@ def static_chains(model: PolicyModel) -> dict[str, list[str]]:
     return {FORWARD: forward, INPUT: inp, OUTPUT: output, WL_TO_HOST: to_host}
 
 
+def _failsafe(ports: tuple[tuple[str, int], ...], flag: str) -> list[str]:
+    return [f"-p {proto} -m {proto} --{flag} {port} -j ACCEPT" for proto, port in ports]
+
+
+def raw_chains(model: PolicyModel) -> dict[str, list[str]]:
+    """The raw table: host endpoints' doNotTrack policy, before conntrack. Only interfaces with
+    such a policy are dispatched (as in Felix, which keeps the raw path short); an allowed packet
+    is NOTRACKed and ACCEPTed with the accept mark, which filter's INPUT/FORWARD/OUTPUT honour."""
+    p = model.params
+    prefixes = p.interface_prefixes
+    hosts = {i: ep for i, ep in model.hosts.items() if ep.untracked_ingress or ep.untracked_egress}
+    chains: dict[str, list[str]] = {}
+    for iface, ep in hosts.items():
+        for prefix, tiers, ingress in (("cali-fh-", ep.untracked_ingress, True),
+                                       ("cali-th-", ep.untracked_egress, False)):
+            failsafe = FAILSAFE_IN if ingress else FAILSAFE_OUT
+            chains[endpoint_chain(prefix, iface)] = [f"-j {failsafe}", _clear(ACCEPT | PASS)] + _tier_rules(
+                tiers, "i" if ingress else "o", "DROP", tracked=False, notrack=True)
+    chains.update(Renderer._dispatch(FROM_HEP, "-i", "cali-fh-", list(hosts), final=None))
+    chains.update(Renderer._dispatch(TO_HEP, "-o", "cali-th-", list(hosts), final=None))
+    # before conntrack, replies of failsafe connections must pass too (by source port)
+    chains[FAILSAFE_IN] = _failsafe(p.failsafe_in, "dport") + _failsafe(p.failsafe_out, "sport")
+    chains[FAILSAFE_OUT] = _failsafe(p.failsafe_out, "dport") + _failsafe(p.failsafe_in, "sport")
+    chains[RAW_PREROUTING] = [_clear(ALL_MARKS), *(f"-i {pre}+ {_set_mark(SCRATCH0)}" for pre in prefixes),
+                              f"{_unmarked(SCRATCH0)} -j {FROM_HEP}", f"{_mark(ACCEPT)} -j ACCEPT"]
+    chains[RAW_OUTPUT] = [_clear(ALL_MARKS), f"-j {TO_HEP}", f"{_mark(ACCEPT)} -j ACCEPT"]
+    return chains
+
+
+def mangle_chains(model: PolicyModel) -> dict[str, list[str]]:
+    """The mangle table: host endpoints' preDNAT policy in PREROUTING (ingress only), so it sees
+    the address and port a client asked for, before kube-proxy's DNAT in nat PREROUTING. The
+    all-interfaces endpoint (``*``) is the default for every interface no other one governs."""
+    p = model.params
+    hosts = {i: ep for i, ep in model.hosts.items() if ep.pre_dnat_ingress}
+    chains: dict[str, list[str]] = {}
+    for iface, ep in hosts.items():
+        chains[endpoint_chain("cali-fh-", iface)] = [*_conntrack_head(p)[:-1], f"-j {FAILSAFE_IN}",
+                                                     _clear(ACCEPT | PASS)] + _tier_rules(
+            ep.pre_dnat_ingress, "i", "DROP", tracked=False)
+    named = [i for i in hosts if i != "*"]
+    chains.update(Renderer._dispatch(FROM_HEP, "-i", "cali-fh-", named, final=None))
+    if "*" in hosts:
+        chains[FROM_HEP].append(f"-g {endpoint_chain('cali-fh-', '*')}")
+    chains[FAILSAFE_IN] = _failsafe(p.failsafe_in, "dport")
+    chains[MANGLE_PREROUTING] = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", f"{_mark(ACCEPT)} -j ACCEPT",
+                                 f"-j {FROM_HEP}", f"{_mark(ACCEPT)} -j ACCEPT"]
+    return chains
+
+
 def fail_closed_skeleton(model: PolicyModel) -> dict[str, list[str]]:
     """The chains before the agent knows any endpoint: every workload interface dropped."""
     deny = model.params.filter_deny_action
@@ -381,6 +477,8 @@ def fail_closed_skeleton(model: PolicyModel) -> dict[str, list[str]]:
     return chains
 
 
-# The rules the writer puts into the kernel's own chains (table filter).
-HOOKS = (("FORWARD", FORWARD), ("INPUT", INPUT), ("OUTPUT", OUTPUT))
+# The rules the writer puts into the kernel's own chains: (table, kernel chain, ours).
+HOOKS = (("filter", "FORWARD", FORWARD), ("filter", "INPUT", INPUT), ("filter", "OUTPUT", OUTPUT),
+         ("raw", "PREROUTING", RAW_PREROUTING), ("raw", "OUTPUT", RAW_OUTPUT),
+         ("mangle", "PREROUTING", MANGLE_PREROUTING))
 FORWARD_ACCEPT = f"{_mark(ACCEPT)} -j ACCEPT"

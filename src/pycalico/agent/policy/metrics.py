@@ -45,11 +45,13 @@ class _EngineCollector(Collector):
             yield GaugeMetricFamily(name, text, value=value)
         chains = GaugeMetricFamily("felix_iptables_chains", "Number of active iptables chains.",
                                    labels=["ip_version", "table"])
-        chains.add_metric(["4", "filter"], dp.chain_count if dp else 0)
+        for table in ("filter", "raw", "mangle"):
+            chains.add_metric(["4", table], dp.chain_count(table) if dp else 0)
         yield chains
         rules = GaugeMetricFamily("felix_iptables_rules", "Number of active iptables rules.",
                                   labels=["ip_version", "table"])
-        rules.add_metric(["4", "filter"], dp.rule_count if dp else 0)
+        for table in ("filter", "raw", "mangle"):
+            rules.add_metric(["4", table], dp.rule_count(table) if dp else 0)
         yield rules
 
 

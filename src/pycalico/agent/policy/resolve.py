@@ -85,6 +85,10 @@ class EndpointRules:
     # host endpoints only: the applyOnForward policies, for traffic forwarded through the interface
     forward_ingress: tuple[TierRules, ...] = ()
     forward_egress: tuple[TierRules, ...] = ()
+    # host endpoints only: doNotTrack policies (raw table) and preDNAT policies (mangle, ingress only)
+    untracked_ingress: tuple[TierRules, ...] = ()
+    untracked_egress: tuple[TierRules, ...] = ()
+    pre_dnat_ingress: tuple[TierRules, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,9 @@ class PolicyInputs:
     tiers: Mapping[str, Any] = field(default_factory=dict)
     params: PolicyParams = field(default_factory=PolicyParams)
     tunnel_hosts: tuple[str, ...] = ()
+    # this host's interfaces and their IPv4 addresses: HostEndpoints named only by expectedIPs
+    # apply to the interfaces holding one of those addresses (Felix's resolveHostEndpoints)
+    host_interfaces: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ class _Policy:
     selector: str
     ingress_on: bool
     egress_on: bool
-    normal: bool  # not doNotTrack / preDNAT (those never police workloads)
+    category: str  # normal | untracked (doNotTrack) | pre_dnat; only normal ones police workloads
     forward: bool  # applyOnForward: also forwarded traffic through a host endpoint
     ingress: tuple[Rule, ...]
     egress: tuple[Rule, ...]
@@ -171,7 +178,7 @@ def _policy(key: str, res: Any, kind: str) -> _Policy:
         name=name, namespace=namespace, tier=str(spec.get("tier") or DEFAULT_TIER), order=_order(spec.get("order")),
         selector=policy_selector(spec, namespace or None),
         ingress_on=both or "Ingress" in types, egress_on=both or "Egress" in types,
-        normal=not spec.get("doNotTrack") and not spec.get("preDNAT"),
+        category="untracked" if spec.get("doNotTrack") else "pre_dnat" if spec.get("preDNAT") else "normal",
         forward=bool(spec.get("applyOnForward")) and kind == "GlobalNetworkPolicy",
         ingress=_convert_rules(spec.get("ingress"), namespace or None, "ingress"),
         egress=_convert_rules(spec.get("egress"), namespace or None, "egress"),
@@ -294,11 +301,12 @@ class PolicyCalculator:
 
         applying: dict[str, list[_Policy]] = {k: [] for k in local_weps.keys() | local_heps.keys()}
         for pol in sorted(policies, key=sort_key):
-            if not pol.normal:
-                continue
             for key in self.local.members(pol.selector):
-                if key in local_heps and pol.kind != "GlobalNetworkPolicy":
-                    continue
+                if key in local_heps:
+                    if pol.kind != "GlobalNetworkPolicy":
+                        continue
+                elif pol.category != "normal":
+                    continue  # doNotTrack / preDNAT policies never police workloads
                 applying[key].append(pol)
 
         model = PolicyModel(params=inp.params, tunnel_hosts=inp.tunnel_hosts)
@@ -310,11 +318,8 @@ class PolicyCalculator:
             model.workloads[str(wep.spec["interfaceName"])] = self._endpoint(
                 str(wep.spec["interfaceName"]), applying[key], profiles, tiers, used_policies)
             used_profiles.update(profiles)
-        for key in local_heps:
+        for iface, key in self._host_interfaces(inp, local_heps).items():
             hep = inp.host_endpoints[key]
-            iface = str(hep.spec.get("interfaceName") or "")
-            if not iface:
-                continue  # HEPs by expectedIPs only are not resolved to an interface here
             profiles = tuple(str(p) for p in hep.spec.get("profiles") or [])
             model.hosts[iface] = self._endpoint(iface, applying[key], profiles, tiers, used_policies, host=True)
             used_profiles.update(profiles)
@@ -356,13 +361,37 @@ class PolicyCalculator:
         model.ipsets = dict(self._sets)
         return model
 
+    def _host_interfaces(self, inp: PolicyInputs, local_heps: Mapping[str, Item]) -> dict[str, str]:
+        """Interface -> the key of the one HostEndpoint that governs it, as Felix resolves them: by
+        ``interfaceName`` (``*``: every interface no other HEP governs), else by an ``expectedIPs``
+        address on a non-workload interface; several candidates: the earliest HEP name wins."""
+        prefixes = inp.params.interface_prefixes
+        best: dict[str, tuple[str, str]] = {}  # iface -> (HEP name, key)
+
+        def offer(iface: str, name: str, key: str) -> None:
+            if iface not in best or name < best[iface][0]:
+                best[iface] = (name, key)
+
+        for key in local_heps:
+            hep = inp.host_endpoints[key]
+            name = str(hep.metadata.get("name") or key)
+            iface = str(hep.spec.get("interfaceName") or "")
+            if iface:
+                offer(iface, name, key)
+                continue
+            wanted = {str(ip) for ip in hep.spec.get("expectedIPs") or []}
+            for candidate, addresses in inp.host_interfaces.items():
+                if not candidate.startswith(prefixes) and wanted.intersection(addresses):
+                    offer(candidate, name, key)
+        return {iface: key for iface, (_, key) in sorted(best.items())}
+
     def _endpoint(self, iface: str, pols: list[_Policy], profiles: tuple[str, ...],
                   tiers: dict[str, tuple[float, bool]], used: dict[str, _Policy], *,
                   host: bool = False) -> EndpointRules:
-        def direction(on: str, forward: bool = False) -> tuple[TierRules, ...]:
+        def direction(on: str, forward: bool = False, category: str = "normal") -> tuple[TierRules, ...]:
             out: list[TierRules] = []
             for pol in pols:
-                if not getattr(pol, on) or (forward and not pol.forward):
+                if pol.category != category or not getattr(pol, on) or (forward and not pol.forward):
                     continue
                 used[pol.ident] = pol
                 end_drop = tiers[pol.tier][1] if pol.tier in tiers else True
@@ -375,8 +404,13 @@ class PolicyCalculator:
 
         if not host:
             return EndpointRules(iface, direction("ingress_on"), direction("egress_on"), profiles)
+        # Felix ignores doNotTrack policies on the all-interfaces endpoint (it logs a warning)
+        untracked = iface != "*"
         return EndpointRules(iface, direction("ingress_on"), direction("egress_on"), profiles,
-                             direction("ingress_on", True), direction("egress_on", True))
+                             direction("ingress_on", True), direction("egress_on", True),
+                             direction("ingress_on", category="untracked") if untracked else (),
+                             direction("egress_on", category="untracked") if untracked else (),
+                             direction("ingress_on", category="pre_dnat"))
 
     def _profile(self, name: str, res: Any, wanted: dict[str, tuple[str, str | None, str | None]]) -> PolicyRules:
         if name == DEFAULT_ALLOW_PROFILE and res is None:
