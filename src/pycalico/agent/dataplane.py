@@ -1,7 +1,8 @@
 """Make the kernel match a ``Desired``: devices, routes, neighbours, FDB.
 
-Writes go through ``ip -batch``/``bridge -batch`` (one process for thousands of
-changes); reads through ``ip -j``. The agent owns only:
+Routes, neighbours and FDB entries are written as pipelined rtnetlink requests
+(``pycalico.agent.netlink``: thousands per apply at the kernel's own cost); devices
+with ``ip``; reads through ``ip -j``. The agent owns only:
 routes carrying its route protocol (Felix's 80 by default), the ``vxlan.calico``
 and ``tunl0`` devices, and permanent neighbour/FDB entries on ``vxlan.calico``.
 Every other route — BIRD's, the CNI plugin's, the operator's — is left alone.
@@ -12,17 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pycalico.agent.calc import IPIP_DEVICE, VXLAN_DEVICE, Desired, IpipDevice, Route, VxlanDevice
+from pycalico.agent.netlink import Batch
+from pycalico.errors import DataplaneError
 
 log = logging.getLogger(__name__)
-
-
-class DataplaneError(Exception):
-    pass
 
 
 def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> str:
@@ -43,13 +42,11 @@ def _json(argv: list[str]) -> list[dict[str, Any]]:
     return data if isinstance(data, list) else []
 
 
-def _diff_lines(have: Mapping[str, Any], want: Mapping[str, Any], replace: Callable[[str, Any], str],
-                delete: Callable[[str, Any], str]) -> list[str]:
-    """Batch lines that turn ``have`` into ``want`` (key → value): replace what differs,
-    delete what is no longer wanted."""
-    lines = [replace(key, value) for key, value in want.items() if have.get(key) != value]
-    lines += [delete(key, have[key]) for key in have.keys() - want.keys()]
-    return lines
+def _diff(have: Mapping[str, str], want: Mapping[str, str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """What turns ``have`` into ``want`` (key → value): the entries to replace (they
+    differ or are missing) and those to delete (no longer wanted)."""
+    replace = [(key, value) for key, value in want.items() if have.get(key) != value]
+    return replace, [(key, have[key]) for key in have.keys() - want.keys()]
 
 
 def route_from_kernel(entry: dict[str, Any]) -> Route:
@@ -177,32 +174,33 @@ class Dataplane:
             have_n = {e["dst"]: str(e.get("lladdr", "")).lower()
                       for e in _json(["ip", "-j", "-4", "neigh", "show", "dev", VXLAN_DEVICE])
                       if "PERMANENT" in (e.get("state") or [])}
-        lines = _diff_lines(have_n, desired.vxlan_neighbours,
-                            lambda ip, mac: f"neigh replace {ip} lladdr {mac} dev {VXLAN_DEVICE} nud permanent",
-                            lambda ip, _: f"neigh del {ip} dev {VXLAN_DEVICE}")
-        if lines:
-            self._batch("ip", lines, stats)
-            stats.neigh_changed += len(lines)
+        batch = Batch()
+        replace, delete = _diff(have_n, desired.vxlan_neighbours)
+        for ip, mac in replace:
+            batch.neigh_replace(ip, mac, VXLAN_DEVICE)
+        for ip, _ in delete:
+            batch.neigh_delete(ip, VXLAN_DEVICE)
+        stats.neigh_changed += len(replace) + len(delete)
         if cached is not None:
             have_f = dict(cached.vxlan_fdb)
         else:
             fdb = _json(["bridge", "-j", "fdb", "show", "dev", VXLAN_DEVICE])
             have_f = {str(e["mac"]).lower(): str(e["dst"]) for e in fdb
                       if e.get("state") == "permanent" and e.get("dst") and e.get("mac") != "00:00:00:00:00:00"}
-        lines = _diff_lines(have_f, desired.vxlan_fdb,
-                            lambda mac, dst: f"fdb replace {mac} dev {VXLAN_DEVICE} dst {dst} self permanent",
-                            lambda mac, dst: f"fdb del {mac} dev {VXLAN_DEVICE} dst {dst} self")
-        if lines:
-            self._batch("bridge", lines, stats)
-            stats.fdb_changed += len(lines)
+        replace, delete = _diff(have_f, desired.vxlan_fdb)
+        for mac, dst in replace:
+            batch.fdb_replace(mac, dst, VXLAN_DEVICE)
+        for mac, dst in delete:
+            batch.fdb_delete(mac, dst, VXLAN_DEVICE)
+        stats.fdb_changed += len(replace) + len(delete)
+        self._commit(batch, stats)
 
-    def _batch(self, tool: str, lines: list[str], stats: ApplyStats) -> None:
-        proc = subprocess.run([tool, "-force", "-batch", "-"], input="\n".join(lines) + "\n",
-                              capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            for line in proc.stderr.strip().splitlines()[:20]:
-                stats.errors.append(line)
-            log.warning("%s batch: %s", tool, proc.stderr.strip()[:1000])
+    @staticmethod
+    def _commit(batch: Batch, stats: ApplyStats) -> None:
+        errors = batch.commit()
+        if errors:
+            stats.errors += errors[:20]
+            log.warning("netlink: %d of the requests refused, first: %s", len(errors), "; ".join(errors[:5]))
 
     # ---- routes ----------------------------------------------------------------------------
     def sync_routes(self, desired: Desired, stats: ApplyStats, *, ipip_ready: bool, vxlan_ready: bool,
@@ -214,11 +212,11 @@ class Dataplane:
             if route.dev == VXLAN_DEVICE and not vxlan_ready:
                 del want[dst]
         have = dict(self._programmed) if cached is not None else self.our_routes()
-        lines = []
-        proto = str(self.protocol)
+        batch = Batch()
+        proto = self.protocol
         for dst, route in want.items():
             if have.get(dst) != route:
-                lines.append("route replace " + " ".join(route.ip_args()) + f" proto {proto}")
+                batch.route_replace(route, proto)
                 stats.routes_added += 1
         # workload /32s: made by the CNI plugin; repaired (with our protocol) only when missing
         if desired.workload_routes and (cached is None or cached.workload_routes != desired.workload_routes):
@@ -227,14 +225,12 @@ class Dataplane:
             links = self.links()
             for dst, route in desired.workload_routes.items():
                 if dst not in existing and route.dev in links:
-                    lines.append("route replace " + " ".join(route.ip_args()) + f" proto {proto}")
+                    batch.route_replace(route, proto)
                     stats.routes_added += 1
         for dst in have.keys() - want.keys() - desired.workload_routes.keys():
-            lines.append(f"route del {dst} proto {proto}" if have[dst].kind != "blackhole"
-                         else f"route del blackhole {dst} proto {proto}")
+            batch.route_delete(dst, proto, blackhole=have[dst].kind == "blackhole")
             stats.routes_removed += 1
-        if lines:
-            self._batch("ip", lines, stats)
+        self._commit(batch, stats)
         self.routes_programmed = len(want)
         return want
 
