@@ -9,16 +9,37 @@ names the inventory variable at fault and what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
+import sys
 
 from ansible.errors import AnsibleFilterError
 
-try:
-    import netaddr
-except ImportError:  # pragma: no cover - reported when the filter is used
-    netaddr = None
 
-MODES = {"always": "Always", "crosssubnet": "CrossSubnet", "cross-subnet": "CrossSubnet", "never": "Never"}
+def _import_model():
+    """pycalico's own model, from the deploy host's Python or from the collection's src/
+    (the collection ships the package sources the nodes' wheels are built from)."""
+    try:
+        from pycalico.errors import ValidationError
+        from pycalico.model.resources import MODES as POOL_MODES, IPPool, parse_cidr
+    except ImportError:
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src")
+        if not os.path.isdir(os.path.join(src, "pycalico")):
+            return None
+        sys.path.append(os.path.normpath(src))
+        try:
+            from pycalico.errors import ValidationError
+            from pycalico.model.resources import MODES as POOL_MODES, IPPool, parse_cidr
+        except ImportError:
+            return None
+    return ValidationError, POOL_MODES, IPPool, parse_cidr
+
+
+_MODEL = _import_model()
+
+# Spelling variants of the model's pool modes that inventories use.
+MODE_ALIASES = {"cross-subnet": "CrossSubnet"}
 # Older Calico manifests (and kubeasz inventories) use "off" for no IPIP.
 IPIP_LEGACY = {"off": "Never", "false": "Never", "disabled": "Never"}
 BACKENDS = ("bird", "vxlan", "none")
@@ -45,25 +66,57 @@ def _unset(value):
     return value is None or (isinstance(value, str) and value.strip() == "")
 
 
-def _need_netaddr():
-    if netaddr is None:
-        raise AnsibleFilterError("the pycalico.network filters need the Python library netaddr on the deploy host")
+def _model():
+    if _MODEL is None:
+        raise AnsibleFilterError("the pycalico.network filters need the pycalico package on the deploy host "
+                                 "(the collection's src/ directory or an installed pycalico)")
+    return _MODEL
+
+
+def _model_error(variable, err):
+    """A pycalico ValidationError, re-named after the inventory variable at fault."""
+    raise AnsibleFilterError("%s: %s" % (variable, str(err).split(": ", 1)[-1])) from None
 
 
 def _cidr(variable, value):
-    _need_netaddr()
+    """Parsed by the model's own parse_cidr (host bits, syntax); IPv4 only for now."""
+    validation_error, _, _, parse_cidr = _model()
     text = str(value).strip()
     if "/" not in text:
         _fail(variable, value, "an IPv4 CIDR such as 172.20.0.0/16", "no prefix length")
     try:
-        net = netaddr.IPNetwork(text)
-    except (netaddr.AddrFormatError, ValueError, TypeError):
-        _fail(variable, value, "an IPv4 CIDR such as 172.20.0.0/16", "not a CIDR")
+        net = parse_cidr(variable, text)
+    except validation_error as err:
+        if getattr(err, "reason", "") == "host bits set":
+            _fail(variable, value, "a network address with no host bits set, e.g. %s"
+                  % ipaddress.ip_network(text, strict=False), "host bits set")
+        _model_error(variable, err)
     if net.version != 4:
         _fail(variable, value, "an IPv4 CIDR", "IPv6 is not supported yet")
-    if net.network != net.ip:
-        _fail(variable, value, "a network address with no host bits set, e.g. %s" % net.cidr, "host bits set")
     return net
+
+
+# The IPPool fields the inventory sets, and the variable each comes from.
+POOL_FIELD_VARIABLES = {
+    "spec.blockSize": "CALICO_IPV4POOL_BLOCK_SIZE",
+    "spec.ipipMode": "CALICO_IPV4POOL_IPIP",
+    "spec.vxlanMode": "CALICO_IPV4POOL_VXLAN",
+    "spec.natOutgoing": "CALICO_IPV4POOL_NAT_OUTGOING",
+}
+
+
+def _check_pool(pool_var, name, cidr, block_size, ipip, vxlan, nat):
+    """The default pool as the agent and the ippool module will write it, validated by the
+    model (block size range and fit, link-local overlap, modes): what fails on a host fails here."""
+    validation_error, _, ippool, _ = _model()
+    pool = ippool(name, {"cidr": str(cidr), "blockSize": block_size, "ipipMode": ipip, "vxlanMode": vxlan,
+                         "natOutgoing": nat})
+    pool.apply_defaults()
+    try:
+        pool.validate()
+    except validation_error as err:
+        field = getattr(err, "field", "")
+        _model_error(pool_var if field == "spec.cidr" else POOL_FIELD_VARIABLES.get(field, field), err)
 
 
 def _bool(variable, value, default):
@@ -93,8 +146,9 @@ def _int(variable, value, default, low, high):
 
 def _mode(variable, value, legacy=False):
     text = str(value).strip().lower()
-    if text in MODES:
-        return MODES[text]
+    modes = dict(MODE_ALIASES, **{m.lower(): m for m in _model()[1]})
+    if text in modes:
+        return modes[text]
     if legacy and text in IPIP_LEGACY:
         return IPIP_LEGACY[text]
     allowed = "Always, CrossSubnet or Never" + (" (or off)" if legacy else "")
@@ -102,10 +156,9 @@ def _mode(variable, value, legacy=False):
 
 
 def _ipv4(variable, value):
-    _need_netaddr()
     try:
-        return str(netaddr.IPAddress(str(value).strip(), version=4))
-    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return str(ipaddress.IPv4Address(str(value).strip()))
+    except ValueError:
         _fail(variable, value, "an IPv4 address")
 
 
@@ -157,7 +210,7 @@ def network_settings(raw, groups=None):
         pool_cidr = cluster_cidr
     else:
         pool_cidr = _cidr(pool_var, get(pool_var))
-        if pool_cidr not in cluster_cidr:
+        if not pool_cidr.subnet_of(cluster_cidr):
             _fail(pool_var, get(pool_var), "a CIDR inside CLUSTER_CIDR %s" % cluster_cidr, "outside CLUSTER_CIDR")
 
     if flannel is not None:
@@ -198,12 +251,11 @@ def network_settings(raw, groups=None):
         _fail("CALICO_IPV4POOL_IPIP", ipip_raw if not _unset(ipip_raw) else overlay_raw,
               "Never with CALICO_NETWORKING_BACKEND=%s (IPIP needs BGP: use bird or VXLAN)" % backend)
 
-    block_size = _int("CALICO_IPV4POOL_BLOCK_SIZE", get("CALICO_IPV4POOL_BLOCK_SIZE"), 26, 20, 32)
-    if block_size < pool_cidr.prefixlen:
-        _fail("CALICO_IPV4POOL_BLOCK_SIZE", block_size,
-              "a prefix length from %d to 32 (not larger than the pool %s)" % (pool_cidr.prefixlen, pool_cidr),
-              "blocks larger than the pool")
+    # Range and fit to the pool: the model's (_check_pool), not re-implemented here.
+    block_size = _int("CALICO_IPV4POOL_BLOCK_SIZE", get("CALICO_IPV4POOL_BLOCK_SIZE"), 26, 0, 128)
     nat = _bool("CALICO_IPV4POOL_NAT_OUTGOING", get("CALICO_IPV4POOL_NAT_OUTGOING"), True)
+    _check_pool(pool_var if not _unset(get(pool_var)) else "CLUSTER_CIDR", "default-ipv4-ippool", pool_cidr,
+                block_size, ipip, vxlan, nat)
     mtu = _int("CALICO_MTU", get("CALICO_MTU"), 0, 0, 65535)
     if mtu and mtu < 576:
         _fail("CALICO_MTU", get("CALICO_MTU"), "0 (derive from the host) or 576 to 65535")

@@ -99,7 +99,12 @@ def test_route_reflectors_default_to_masters_or_calico_rr(f):
     ({"CLUSTER_NAME": "my cluster"}, ["CLUSTER_NAME"]),
     ({"CALICO_IPV4POOL_BLOCK_SIZE": "33"}, ["CALICO_IPV4POOL_BLOCK_SIZE", "from 20 to 32"]),
     ({"CALICO_IPV4POOL_CIDR": "172.20.0.0/24", "CALICO_IPV4POOL_BLOCK_SIZE": 22},
-     ["CALICO_IPV4POOL_BLOCK_SIZE", "blocks larger than the pool"]),
+     ["CALICO_IPV4POOL_CIDR", "172.20.0.0/24", "pool too small", "no longer than the block size /22"]),
+    # The model's link-local check, which the agent applies on a host: refused here first.
+    ({"CLUSTER_CIDR": "169.254.0.0/16"}, ["CLUSTER_CIDR: invalid value '169.254.0.0/16'",
+                                          "does not overlap 169.254.0.0/16"]),
+    ({"CLUSTER_CIDR": "169.0.0.0/8", "CALICO_IPV4POOL_CIDR": "169.254.128.0/18"},
+     ["CALICO_IPV4POOL_CIDR", "does not overlap 169.254.0.0/16"]),
     ({"CALICO_IPV4POOL_NAT_OUTGOING": "maybe"}, ["CALICO_IPV4POOL_NAT_OUTGOING", "true or false"]),
     ({"CALICO_AS_NUMBER": "0"}, ["CALICO_AS_NUMBER", "from 1 to 4294967295"]),
     ({"CALICO_MTU": "100"}, ["CALICO_MTU", "576 to 65535"]),
