@@ -38,7 +38,7 @@ test-fast: deps venv lint test-python test-collection
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench plugins
-	$(VENV)/bin/mypy  # src and plugins ([tool.mypy] files)
+	$(VENV)/bin/mypy  # src, plugins, tests and bench ([tool.mypy] files)
 
 test-python: deps venv
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -13,6 +13,7 @@ slowest peer per trial, side by side with the issue's goals.
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import statistics
 import subprocess
@@ -81,6 +82,10 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def vxlan_routes(host: Host, count: int) -> bool:
+    return host.routes().count("dev vxlan.calico") == count
+
+
 def established(host: Host, peers: int) -> bool:
     out = host.ctl("node", "status", check=False).stdout
     return out.count("Established") == peers
@@ -102,17 +107,17 @@ def run_mode(etcd: EtcdCluster, mode: str, trials: int, prefix: str) -> list[flo
         for h in topo.hosts:
             h.start_agent()
         for h in topo.hosts:
-            poll(lambda h=h: (h.state_dir / "nodename").exists(), 30, what=f"{h.name} registered")
+            poll((h.state_dir / "nodename").exists, 30, what=f"{h.name} registered")
         if mode == "bgp":
             for h in topo.hosts:
                 h.start_confd()
             for h in topo.hosts:
                 h.start_bird()
             for h in topo.hosts:
-                poll(lambda h=h: established(h, 2), 30, what=f"{h.name} BGP sessions")
+                poll(functools.partial(established, h, 2), 30, what=f"{h.name} BGP sessions")
         else:
             for h in topo.hosts:  # every agent has its VXLAN device and peers
-                poll(lambda h=h: h.routes().count("dev vxlan.calico") == 2, 30, what=f"{h.name} VXLAN routes")
+                poll(functools.partial(vxlan_routes, h, 2), 30, what=f"{h.name} VXLAN routes")
         source, peers = topo.hosts[0], topo.hosts[1:]
         watchers = [RouteWatcher(p.ns) for p in peers]
         try:
@@ -157,8 +162,9 @@ def session_start(prefix: str, trials: int, scan_time: int | None) -> list[float
         pools = [IPPool("p", {"cidr": "10.93.0.0/16"})]
         blocks = {a.name: "10.93.1.0/26", b.name: "10.93.2.0/26"}
         for h in (a, b):
-            text = bgpconfig.render(bgpconfig.compute(h.name, nodes, None, [], pools, [blocks[h.name]],
-                                                      uplink="eth0"))
+            config = bgpconfig.compute(h.name, nodes, None, [], pools, [blocks[h.name]], uplink="eth0")
+            assert config is not None
+            text = bgpconfig.render(config)
             if scan_time is not None:
                 text = text.replace("scan time 1;", f"scan time {scan_time};")
             (h.bird_dir / "bird.conf").write_text(text)

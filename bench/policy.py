@@ -150,7 +150,9 @@ def main() -> int:
             proc = h1.start_agent()
             wait_revision(h1, "networkpolicies", last, timeout=300)
             program_s = time.monotonic() - started
-            rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{proc.pid}/status").read_text()).group(1)) / 1024
+            found = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{proc.pid}/status").read_text())
+            assert found is not None
+            rss = int(found.group(1)) / 1024
             save, ipsets, chains, sets = kernel_state(h1.ns)
             first_apply = re.search(r"policy: (\d+) chains written.* in ([0-9.]+) ms", h1.log("agent"))
             apply_s = float(first_apply.group(2)) / 1000 if first_apply else float("nan")

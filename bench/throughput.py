@@ -35,7 +35,9 @@ def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: int) -> float
         out = nsexec(client_ns, "iperf3", "-c", server_ip, "-t", str(seconds), "-J", timeout=seconds + 30).stdout
         return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
     finally:
-        server.wait(10) if server.poll() is not None else (server.terminate(), server.wait(10))
+        if server.poll() is None:
+            server.terminate()
+        server.wait(10)
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ test waits for the revision of its own write instead of sleeping.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import urllib.request
@@ -34,9 +35,13 @@ def metrics(host: Host) -> str:
         return resp.read().decode()
 
 
+def _applied_at_least(host: Host, source: str, revision: int) -> bool:
+    return applied_revisions(host).get(source, 0) >= revision
+
+
 def wait_applied(hosts: Iterable[Host], source: str, revision: int, timeout: float = 20.0) -> None:
     for host in hosts:
-        poll(lambda h=host: applied_revisions(h).get(source, 0) >= revision, timeout,
+        poll(functools.partial(_applied_at_least, host, source, revision), timeout,
              what=f"{host.name} applied {source} revision {revision}")
 
 

@@ -71,7 +71,8 @@ def test_a_lost_compare_refreshes_the_cache(cached: CachingEtcdClient, etcd: Etc
     assert mine is not None and mine.value == "mine"  # remembered: written here
     etcd.put(HANDLE, "theirs")  # handles are not watched: the cache is now stale
     ok, current = cached.commit({HANDLE: mine.mod_revision}, {HANDLE: "again"})
-    assert not ok and current[HANDLE] is not None and current[HANDLE].value == "theirs"
+    theirs = current[HANDLE]
+    assert not ok and theirs is not None and theirs.value == "theirs"
     assert cached.get(HANDLE).value == "theirs"  # type: ignore[union-attr]
 
 

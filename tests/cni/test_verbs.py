@@ -15,6 +15,7 @@ from pycalico.ipam import IPAM
 from pycalico.model import ClusterInformation, WorkloadEndpoint, keys
 from tests.cni.conftest import host_links, leftovers, pod_links
 from tests.support.cni_env import CniEnv
+from tests.support.etcd import stored_value
 from tests.support.poll import wait_until
 
 pytestmark = pytest.mark.netns
@@ -288,7 +289,7 @@ def test_handle_and_endpoint_keys_are_calicos(cni: CniEnv, pods) -> None:
     assert data["spec"]["workload"] == cid and data["spec"]["endpoint"] == "eth0"
     assert data["spec"]["profiles"] == ["k8s-pod-network"]
     # the network's profile, as Calico's plugin makes it when no policy type is configured
-    profile = json.loads(cni.client.get(keys.resource_key("profiles", "k8s-pod-network")).value)
+    profile = json.loads(stored_value(cni.client, keys.resource_key("profiles", "k8s-pod-network")) or "null")
     assert profile["spec"]["labelsToApply"] == {"k8s-pod-network": ""}
     assert profile["spec"]["egress"] == [{"action": "Allow"}]
     assert profile["spec"]["ingress"] == [{"action": "Allow", "source": {"selector": "has(k8s-pod-network)"}}]

@@ -25,7 +25,7 @@ from pycalico.datastore.lease import LeaseKeeper
 from pycalico.errors import OutcomeUnknown
 from pycalico.ipam import IPAM, tunnel_handle
 from pycalico.model import IPPool, Node, ResourceStore, keys
-from tests.support.etcd import EtcdCluster, free_port
+from tests.support.etcd import EtcdCluster, free_port, stored_value
 from tests.support.faultproxy import FaultProxy, LosingClient
 
 CLIENT_TIMEOUT = 1.0
@@ -94,7 +94,7 @@ def test_a_write_whose_reply_is_lost_raises_outcome_unknown_and_is_sent_once(los
     assert lossy.proxy.requests - before_requests == 1  # not resent, not failed over
     assert caught.value.keys == ["/calico/lost/k"] and caught.value.endpoint == lossy.proxy.url
     assert "2" not in str(caught.value).split("sent to")[0].replace("/calico/lost/k", "")  # no value in it
-    assert lossy.get("/calico/lost/k").value == "2"  # it was applied
+    assert stored_value(lossy, "/calico/lost/k") == "2"  # it was applied
 
 
 def test_the_cni_reconnecting_client_does_not_rerun_a_write_whose_reply_is_lost(
@@ -111,7 +111,7 @@ def test_the_cni_reconnecting_client_does_not_rerun_a_write_whose_reply_is_lost(
     with pytest.raises(OutcomeUnknown):
         client.put("/calico/lost/rc", "2")
     assert proxy.requests - before == 1
-    assert etcd.get("/calico/lost/rc").value == "2"
+    assert stored_value(etcd, "/calico/lost/rc") == "2"
     client.close()
 
 
@@ -119,7 +119,7 @@ def test_a_read_whose_reply_is_lost_is_retried(lossy: LossyClient) -> None:
     lossy.put("/calico/lost/r", "v")
     before = lossy.proxy.replies_lost
     lossy.proxy.lose_replies(1)
-    assert lossy.get("/calico/lost/r").value == "v"  # again, on a new connection
+    assert stored_value(lossy, "/calico/lost/r") == "v"  # again, on a new connection
     assert _lost(lossy, before) == 1
 
 
@@ -129,7 +129,7 @@ def test_a_read_whose_reply_times_out_fails_over(etcd: EtcdClient, proxy: FaultP
     etcd.put("/calico/lost/r", "v")
     before = proxy.replies_lost
     proxy.lose_replies(1, mode="delay", delay=CLIENT_TIMEOUT + 1.5)
-    assert client.get("/calico/lost/r").value == "v"
+    assert stored_value(client, "/calico/lost/r") == "v"
     assert proxy.replies_lost - before == 1
     assert client.endpoints[client._preferred] == etcd_cluster.endpoints[0]  # noqa: SLF001
     client.close()
@@ -138,7 +138,7 @@ def test_a_read_whose_reply_times_out_fails_over(etcd: EtcdClient, proxy: FaultP
 def test_a_write_fails_over_when_the_connection_is_refused(etcd: EtcdClient, etcd_cluster: EtcdCluster) -> None:
     client = EtcdClient([f"https://127.0.0.1:{free_port()}", *etcd_cluster.endpoints], etcd_cluster.tls())
     client.put("/calico/lost/f", "v")
-    assert etcd.get("/calico/lost/f").value == "v"
+    assert stored_value(etcd, "/calico/lost/f") == "v"
     client.close()
 
 
@@ -148,7 +148,7 @@ def test_a_write_on_a_kept_alive_connection_etcd_closed_is_sent_afresh(lossy: Lo
     lossy.proxy.close_connections()  # what an etcd restart does to idle connections
     lossy.put("/calico/lost/c", "2")  # found closed before writing: no OutcomeUnknown
     assert lossy.proxy.connections == connections + 1
-    assert lossy.get("/calico/lost/c").value == "2"
+    assert stored_value(lossy, "/calico/lost/c") == "2"
 
 
 # ---- IPAM ----------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ class Cluster:
         for host in self.hosts:
             host.start_agent(**env)
         for host in self.hosts:
-            poll(lambda h=host: (h.state_dir / "nodename").exists(), 30, what=f"agent on {host.name} registered")
+            poll((host.state_dir / "nodename").exists, 30, what=f"agent on {host.name} registered")
         if bird:
             for host in self.hosts:
                 host.start_confd(**env)

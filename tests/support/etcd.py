@@ -220,3 +220,9 @@ def issue_client_cert(pki: Pki, name: str, subject: str) -> tuple[Path, Path]:
              "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
     (d / f"{name}.key").chmod(0o600)
     return d / f"{name}.pem", d / f"{name}.key"
+
+
+def stored_value(client: EtcdClient, key: str) -> str | None:
+    """The value stored at ``key``, None when there is no such key."""
+    kv = client.get(key)
+    return None if kv is None else kv.value
