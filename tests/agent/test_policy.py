@@ -9,10 +9,14 @@ exchanges data.
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
 
+from pycalico.agent.policy.dataplane import IptablesPolicyDataplane
+from pycalico.agent.policy.iptables import FilterTable, Renderer
+from pycalico.agent.policy.resolve import PolicyCalculator, PolicyInputs
 from pycalico.model import (
     FelixConfiguration,
     GlobalNetworkPolicy,
@@ -22,11 +26,12 @@ from pycalico.model import (
     NetworkSet,
     Profile,
     Tier,
+    WorkloadEndpoint,
     keys,
 )
 from tests.agent.policy_support import At, Policies, T, metrics, wait_applied
 from tests.support.cluster import Cluster, ping_until, running_cluster
-from tests.support.topology import nsexec, poll
+from tests.support.topology import in_netns, nsexec, poll
 from tests.support.traffic import Connection, Servers, UdpStream, assert_reachability
 
 pytestmark = pytest.mark.netns
@@ -443,3 +448,45 @@ def test_host_endpoint_untracked_and_pre_dnat(etcd_cluster, etcd, unique):
             assert_reachability([T(src, dst, "tcp", 30080, True, "preDNAT policy deleted")])
         assert other_rules() == before and len(before) == 3
         assert "-j cali-PREROUTING" in h1.run("iptables-nft-save", "-t", "raw").stdout
+
+
+def test_prewrite_writes_only_chains_no_rule_reaches(unique):
+    """The start-up prewrite (while endpoints are still listed) leaves every verdict as it was: it
+    writes only policy chains the kernel lacks and creates missing IP sets empty; it changes no
+    existing chain, adds no hook, deletes nothing; the complete apply then skips what it wrote."""
+    ns = f"{unique}-pw"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        with in_netns(ns):
+            def table(selector: str, extra: bool) -> FilterTable:
+                pols = {"p": np("p", "a", {"selector": "all()", "ingress": [
+                    {"action": "Allow", "source": {"selector": selector}}]})}
+                if extra:
+                    pols["q"] = np("q", "a", {"selector": "all()", "ingress": [{"action": "Deny"}]})
+                weps = {"x": WorkloadEndpoint("x", {"node": "n1", "interfaceName": "calix", "profiles": [],
+                                                    "ipNetworks": ["10.0.0.1/32"]}, namespace="a")}
+                model = PolicyCalculator("n1").compute(PolicyInputs(weps=weps, network_policies=pols))
+                return Renderer().render(model)
+
+            first = IptablesPolicyDataplane("nft")
+            first.read_kernel()
+            assert not first.write_unreachable(table("app == 'y'", False)).errors
+            save = nsexec(ns, "iptables-nft-save").stdout
+            assert "cali-pi-np/a/p" in save and "-j cali-FORWARD" not in save  # no hook, no static chain
+            assert "cali-tw-calix" not in save  # endpoint chains wait for the complete apply
+            sets = nsexec(ns, "ipset", "save").stdout
+            assert "create cali40s:" in sets and "add " not in sets  # created, filled only by the apply
+            assert first.apply(table("app == 'y'", False)).chains_written > 0
+            before = nsexec(ns, "iptables-nft-save", "-t", "filter").stdout
+
+            again = IptablesPolicyDataplane("nft")  # a restart: the kernel holds the last state
+            again.read_kernel()
+            stats = again.write_unreachable(table("app == 'z'", True))  # p changed, q new
+            assert stats.chains_written == 2 and not stats.errors  # cali-pi- and cali-po- of q only
+            after = nsexec(ns, "iptables-nft-save", "-t", "filter").stdout
+            assert [line for line in after.splitlines() if "np/a/q" not in line] == \
+                [line for line in before.splitlines()], "an existing chain or hook changed"
+            members = nsexec(ns, "ipset", "save").stdout
+            assert "10.0.0.1" not in members  # new sets are created empty
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -51,6 +51,7 @@ from pycalico.model import (
     NetworkSet,
     Node,
     Profile,
+    Resource,
     ResourceStore,
     Tier,
     WorkloadEndpoint,
@@ -79,7 +80,10 @@ SOURCES.update({name: (keys.resource_prefix(cls.PLURAL), cls) for name, cls in P
 
 
 def _parse(cls: Any, kv: KeyValue) -> Any:
-    return cls.from_json(json.loads(kv.value))
+    data = json.loads(kv.value)
+    if isinstance(cls, type) and issubclass(cls, Resource):
+        return cls.from_json(data, copy=False)  # nothing else holds the parsed JSON: no deep copy
+    return cls.from_json(data)
 
 
 class _WatchCollector(Collector):
@@ -110,7 +114,7 @@ class Agent:
         self.store = ResourceStore(client)
         self.health = Health()
         self.metrics = Metrics()
-        self.dataplane = Dataplane(settings.route_protocol)
+        self.dataplane = Dataplane(settings.route_protocol, settings.handover_timeout)
         self.nat = NatOutgoing(settings.iptables_backend)
         self.policy: PolicyEngine | None = None
         self._host_ifaces: dict[str, tuple[str, ...]] | None = None
@@ -252,6 +256,35 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - keep starting; the first apply retries
             log.error("policy: could not install the fail-closed chains: %s", exc)
 
+    def start_policy_prewrite(self) -> None:
+        """Once the policy kinds are listed, while the (much longer) endpoint list still arrives:
+        the engine writes the chains of the policies that apply to the local endpoints seen so
+        far, so that iptables-restore runs beside the list instead of after it."""
+        needed = [self.typed[name] for name in (*POLICY_SOURCES, "felix")]
+
+        def run() -> None:
+            for typed in needed:
+                while not typed.synced.wait(0.02):
+                    if self.stop_event.is_set():
+                        return
+            # rounds until the endpoints are listed: each writes what the endpoints seen meanwhile need
+            while not self.typed["weps"].synced.is_set() and not self.stop_event.is_set():
+                inputs, _ = self.policy_snapshot({}, [])
+                try:
+                    stats = self._policy_engine().prewrite(inputs)
+                except Exception:  # noqa: BLE001 - an optimisation: the complete apply writes it all anyway
+                    log.exception("policy: prewrite failed")
+                    return
+                if stats.errors or self._policy_engine().model is not None:
+                    return
+                if stats.changed:
+                    log.info("policy: %d chains prewritten (%d sets created) in %.1f ms while endpoints are listed",
+                             stats.chains_written, stats.set_changes, stats.seconds * 1000)
+                else:
+                    self.stop_event.wait(0.02)
+
+        threading.Thread(target=run, name="policy prewrite", daemon=True).start()
+
     def apply_policy(self, nodes: dict[str, Node], pools: list[IPPool], full: bool) -> list[str]:
         engine = self._policy_engine()
         inputs, revisions = self.policy_snapshot(nodes, pools, full)
@@ -361,6 +394,8 @@ class Agent:
             if full:
                 interval = self.felix.route_refresh_interval or self.settings.resync_interval
                 next_full = time.monotonic() + interval
+            if self.dataplane.holding:  # routes kept until BIRD's are in the kernel: look again soon
+                next_full = min(next_full, time.monotonic() + 0.5)
 
     # ---- status key ---------------------------------------------------------------------------
     def _put_status(self, lease_id: int) -> None:
@@ -427,6 +462,7 @@ class Agent:
         # The caches fill while startup registers the node: startup's address check reads
         # the node cache instead of listing every Node a second time.
         self.start_watchers()
+        self.start_policy_prewrite()
         delay = 0.5
         while not self.stop_event.is_set():
             try:

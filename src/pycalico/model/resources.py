@@ -73,6 +73,10 @@ def json_copy(value: Any) -> Any:
     return value
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 class Resource:
     KIND: ClassVar[str] = ""
     PLURAL: ClassVar[str] = ""
@@ -94,15 +98,17 @@ class Resource:
 
     # ---- JSON -------------------------------------------------------------------------
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Self:
+    def from_json(cls, data: dict[str, Any], *, copy: bool = True) -> Self:
+        """``copy=False`` for JSON the caller has just parsed and hands over (a watch cache
+        parsing thousands of objects at start): the resource then owns those dicts."""
         if not isinstance(data, dict):
             raise ValidationError("resource", data, f"a JSON object of kind {cls.KIND}")
         kind = data.get("kind", cls.KIND)
         if kind != cls.KIND:
             raise ValidationError("kind", kind, cls.KIND)
-        extra = {k: json_copy(v) for k, v in data.items() if k not in ("kind", "apiVersion", "metadata", "spec")}
-        return cls(metadata=json_copy(data.get("metadata") or {}),
-                   spec=json_copy(data.get("spec") or {}), **extra)
+        take = json_copy if copy else _same
+        extra = {k: take(v) for k, v in data.items() if k not in ("kind", "apiVersion", "metadata", "spec")}
+        return cls(metadata=take(data.get("metadata") or {}), spec=take(data.get("spec") or {}), **extra)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.KIND, "apiVersion": API_VERSION,

@@ -36,6 +36,7 @@ HOOK_IDS = {("filter", "FORWARD"): "wUHhoiAYhphO9Mso", ("filter", "INPUT"): "Cz_
 FORWARD_ACCEPT_ID = "MH9kMp5aNICL-Olv"
 FILTER_HOOK_IDS = {i for (table, _), i in HOOK_IDS.items() if table == "filter"} | {FORWARD_ACCEPT_ID}
 TABLES = ("filter", "raw", "mangle")
+POLICY_CHAIN_PREFIXES = ("cali-pi-", "cali-po-", "cali-pri-", "cali-pro-")
 
 
 class PolicyDataplaneError(PycalicoError):
@@ -173,6 +174,32 @@ class IptablesPolicyDataplane:
         stats.seconds = time.monotonic() - started
         return stats
 
+    def write_unreachable(self, table: FilterTable) -> ApplyStats:
+        """Ahead of the first complete apply (while endpoints are still being listed): only the
+        policy and profile chains of ``table`` that the kernel does not hold yet, and the IP sets
+        it lacks, created empty. No kernel rule can jump to a chain that does not exist yet, so
+        this changes no verdict; the complete apply then finds these chains in place and fills
+        the sets before any rule that reaches them is written."""
+        started = time.monotonic()
+        stats = ApplyStats()
+        if not self.in_sync:
+            self.read_kernel()
+        partial = FilterTable({}, {n: IPSet(n, s.kind, frozenset()) for n, s in table.ipsets.items()
+                                   if n not in self._sets}, raw={}, mangle={})
+        targets = partial.tables()
+        for name, chains in table.tables().items():
+            have = self._chains[name]
+            targets[name].update({chain: rules for chain, rules in chains.items()
+                                  if chain.startswith(POLICY_CHAIN_PREFIXES) and chain not in have})
+        try:
+            self._apply_sets(partial, stats)
+            self._apply_chains(partial, stats, True, complete=False)
+        except PolicyDataplaneError as exc:
+            stats.errors.append(str(exc))
+            self.in_sync = False
+        stats.seconds = time.monotonic() - started
+        return stats
+
     def _apply_sets(self, table: FilterTable, stats: ApplyStats) -> None:
         lines, changes = self._ipset_script(table.ipsets)
         if not lines:
@@ -189,7 +216,7 @@ class IptablesPolicyDataplane:
         stats.set_changes += changes
 
     def _table_script(self, table: str, wanted: dict[str, list[str]], insert: bool,
-                      new_ids: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+                      new_ids: dict[str, list[str]], complete: bool = True) -> tuple[list[str], list[str]]:
         """(restore lines for one table, its stale chains); ``new_ids`` gets the chains written."""
         have, written = self._chains[table], self._written[table]
         declare: list[str] = []
@@ -205,27 +232,27 @@ class IptablesPolicyDataplane:
             new_ids[name] = ids
             declare.append(f":{name} - [0:0]")
             body += [f'-A {name} -m comment --comment "cali:{i}" {r}' for i, r in zip(ids, rules, strict=True)]
-        stale = [name for name in have if name not in wanted]
+        stale = [name for name in have if name not in wanted] if complete else []
         declare += [f":{name} - [0:0]" for name in stale]
         hooks: list[str] = []
-        for hook_table, kernel_chain, ours in HOOKS:
+        for hook_table, kernel_chain, ours in HOOKS if complete else ():
             hook_id = HOOK_IDS[(hook_table, kernel_chain)]
             if hook_table == table and hook_id not in self._hooks:
                 verb = f"-I {kernel_chain} 1" if insert else f"-A {kernel_chain}"
                 hooks.append(f'{verb} -m comment --comment "cali:{hook_id}" -j {ours}')
-        if table == "filter" and FORWARD_ACCEPT_ID not in self._hooks:
+        if complete and table == "filter" and FORWARD_ACCEPT_ID not in self._hooks:
             hooks.append(f'-A FORWARD -m comment --comment "cali:{FORWARD_ACCEPT_ID}" {FORWARD_ACCEPT}')
         if not declare and not hooks:
             return [], []
         return [f"*{table}", *declare, *body, *(f"-X {name}" for name in stale), *hooks, "COMMIT"], stale
 
-    def _apply_chains(self, table: FilterTable, stats: ApplyStats, insert: bool) -> None:
+    def _apply_chains(self, table: FilterTable, stats: ApplyStats, insert: bool, complete: bool = True) -> None:
         script: list[str] = []
         changes: dict[str, tuple[dict[str, list[str]], list[str]]] = {}
         wanted_tables = table.tables()
         for name, wanted in wanted_tables.items():
             new_ids: dict[str, list[str]] = {}
-            lines, stale = self._table_script(name, wanted, insert, new_ids)
+            lines, stale = self._table_script(name, wanted, insert, new_ids, complete)
             if lines:
                 script += lines
                 changes[name] = (new_ids, stale)
@@ -246,9 +273,10 @@ class IptablesPolicyDataplane:
             for chain in stale:
                 have.pop(chain, None)
                 written.pop(chain, None)
-            self._hooks |= {i for (t, _), i in HOOK_IDS.items() if t == name}
-            if name == "filter":
-                self._hooks.add(FORWARD_ACCEPT_ID)
+            if complete:
+                self._hooks |= {i for (t, _), i in HOOK_IDS.items() if t == name}
+                if name == "filter":
+                    self._hooks.add(FORWARD_ACCEPT_ID)
             stats.chains_written += len(new_ids)
             stats.chains_deleted += len(stale)
 

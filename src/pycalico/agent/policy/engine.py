@@ -10,6 +10,7 @@ nothing: the previous rules stay in force until the first complete apply.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from pycalico.agent.policy.dataplane import ApplyStats, IptablesPolicyDataplane
@@ -27,6 +28,7 @@ class PolicyEngine:
         self.dataplane = IptablesPolicyDataplane(backend)
         self.model: PolicyModel | None = None
         self.last_apply_seconds = 0.0
+        self._lock = threading.Lock()  # prewrite runs on its own thread
 
     def ensure_fail_closed(self, params: PolicyParams) -> bool:
         """True when it installed the skeleton (no hooks were present)."""
@@ -40,7 +42,21 @@ class PolicyEngine:
         log.info("policy: fail-closed skeleton installed (workload interfaces dropped until programmed)")
         return True
 
+    def prewrite(self, inputs: PolicyInputs) -> ApplyStats:
+        """At start, once the policies are listed but the endpoints still arrive: write the chains
+        of the policies that already apply (new, hence unreachable, chains only) so that the
+        complete apply has less to write. Nothing once a complete apply has been made."""
+        with self._lock:
+            if self.model is not None:
+                return ApplyStats()
+            table = self.renderer.render(self.calculator.compute(inputs))
+            return self.dataplane.write_unreachable(table)
+
     def apply(self, inputs: PolicyInputs, *, full: bool = False) -> ApplyStats:
+        with self._lock:
+            return self._apply(inputs, full)
+
+    def _apply(self, inputs: PolicyInputs, full: bool) -> ApplyStats:
         started = time.monotonic()
         model = self.calculator.compute(inputs)
         table = self.renderer.render(model)
