@@ -121,6 +121,9 @@ class Desired:
     all_pools: list[str] = field(default_factory=list)
     # without BGP or encapsulation (Flannel's host-gw): peers no direct route can reach
     unroutable: dict[str, str] = field(default_factory=dict)  # node name -> why
+    # remote prefixes BIRD routes (un-encapsulated pools, backend bird): a tunnel or direct route the
+    # agent had for one stays until BIRD's route is in the kernel (live migration, dataplane.py)
+    bird_routed: set[str] = field(default_factory=set)
 
 
 def vxlan_mac(nodename: str) -> str:
@@ -299,6 +302,8 @@ def compute(
         route = _remote_route(dst, pool, peer, ip, same_subnet, out, parent, backend)
         if route is not None:
             out.routes[dst] = route
+        elif backend == "bird" and pool.vxlan_mode == "Never" and pool.ipip_mode == "Never":
+            out.bird_routed.add(dst)
         elif backend == "none" and pool.vxlan_mode == "Never" and pool.ipip_mode == "Never" and not same_subnet:
             out.unroutable[owner] = (f"node {owner} ({ip}) is outside this node's subnet "
                                      f"{my_if.network if my_if else '?'}: pool {pool.name} has no encapsulation "

@@ -6,6 +6,13 @@ with ``ip``; reads through ``ip -j``. The agent owns only:
 routes carrying its route protocol (Felix's 80 by default), the ``vxlan.calico``
 and ``tunl0`` devices, and permanent neighbour/FDB entries on ``vxlan.calico``.
 Every other route — BIRD's, the CNI plugin's, the operator's — is left alone.
+
+Make-before-break when BIRD takes a pool's routes over (a live VXLAN → BGP migration): a
+tunnel or direct route the agent programmed for a prefix BIRD now routes is kept — and the
+``vxlan.calico`` device with it — until BIRD's own route for that prefix is in the kernel, or
+``handover_timeout`` seconds passed. BIRD installs with metric 32 and the agent with metric 0,
+so both coexist and the agent's route wins until it goes. The device stays
+``HANDOVER_DEVICE_GRACE`` seconds longer: peers whose BIRD is slower still send VXLAN here.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +30,8 @@ from pycalico.agent.netlink import Batch
 from pycalico.errors import DataplaneError
 
 log = logging.getLogger(__name__)
+
+HANDOVER_DEVICE_GRACE = 10.0
 
 
 def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> str:
@@ -75,8 +85,13 @@ class ApplyStats:
 
 
 class Dataplane:
-    def __init__(self, protocol: int = 80) -> None:
+    def __init__(self, protocol: int = 80, handover_timeout: float = 60.0) -> None:
         self.protocol = protocol
+        self.handover_timeout = handover_timeout
+        self.held: dict[str, Route] = {}  # routes kept until BIRD routes their prefix
+        self._held_since: dict[str, float] = {}
+        self._vxlan_kept = False
+        self._vxlan_keep_until = 0.0
         self._ipip_supported: bool | None = None
         self.routes_programmed = 0
         self._applied: Desired | None = None
@@ -91,6 +106,38 @@ class Dataplane:
             route = route_from_kernel(entry)
             out[route.dst] = route
         return out
+
+    def bird_routes(self) -> set[str]:
+        return {route_from_kernel(e).dst
+                for e in _json(["ip", "-j", "-4", "route", "show", "table", "main", "proto", "bird"])}
+
+    def handover(self, desired: Desired, have: Mapping[str, Route]) -> dict[str, Route]:
+        """The routes in ``have`` to keep although ``desired`` drops them: BIRD routes their
+        prefix now but has no route for it in the kernel yet (held at most ``handover_timeout``)."""
+        gone = {dst: r for dst, r in have.items()
+                if r.kind == "unicast" and dst in desired.bird_routed and dst not in desired.routes}
+        if not gone:
+            self._held_since.clear()
+            return {}
+        bird = self.bird_routes()
+        now = time.monotonic()
+        held = {}
+        for dst, route in gone.items():
+            if dst in bird:
+                continue
+            since = self._held_since.setdefault(dst, now)
+            if now - since < self.handover_timeout:
+                held[dst] = route
+            else:
+                log.warning("handover: BIRD has no route for %s after %.0f s; removing the agent's", dst,
+                            self.handover_timeout)
+        self._held_since = {dst: t for dst, t in self._held_since.items() if dst in held}
+        if held.keys() != self.held.keys():
+            if held:
+                log.info("handover: keeping %d routes until BIRD routes them", len(held))
+            else:
+                log.info("handover: BIRD routes every prefix now; the agent's routes go")
+        return held
 
     def link(self, name: str) -> dict[str, Any] | None:
         links = _json(["ip", "-j", "-d", "addr", "show", "dev", name])
@@ -204,7 +251,9 @@ class Dataplane:
 
     # ---- routes ----------------------------------------------------------------------------
     def sync_routes(self, desired: Desired, stats: ApplyStats, *, ipip_ready: bool, vxlan_ready: bool,
-                    cached: Desired | None = None) -> dict[str, Route]:
+                    cached: Desired | None = None, held: Mapping[str, Route] | None = None) -> dict[str, Route]:
+        """Returns what is programmed now: the desired routes and the ``held`` ones left in place."""
+        held = held or {}
         want = dict(desired.routes)
         for dst, route in list(want.items()):
             if route.dev == IPIP_DEVICE and not ipip_ready:
@@ -227,12 +276,17 @@ class Dataplane:
                 if dst not in existing and route.dev in links:
                     batch.route_replace(route, proto)
                     stats.routes_added += 1
-        for dst in have.keys() - want.keys() - desired.workload_routes.keys():
+        for dst in have.keys() - want.keys() - desired.workload_routes.keys() - held.keys():
             batch.route_delete(dst, proto, blackhole=have[dst].kind == "blackhole")
             stats.routes_removed += 1
         self._commit(batch, stats)
         self.routes_programmed = len(want)
-        return want
+        return want | {dst: route for dst, route in held.items() if dst in have}
+
+    @property
+    def holding(self) -> bool:
+        """Routes or a device kept for BIRD's handover: the next apply should come soon."""
+        return bool(self.held) or time.monotonic() < self._vxlan_keep_until
 
     def forget(self) -> None:
         """Make the next apply read the kernel."""
@@ -244,8 +298,22 @@ class Dataplane:
         from the previous apply is written (one ``ip -batch`` for a watch event)."""
         stats = ApplyStats()
         cached = None if full else self._applied
+        held: dict[str, Route] = {}
+        if desired.bird_routed or self.held:
+            held = self.handover(desired, dict(self._programmed) if cached is not None else self.our_routes())
+        # held routes through vxlan.calico keep the device (and its neighbours and FDB) as it is
+        now = time.monotonic()
+        if desired.vxlan is not None:
+            self._vxlan_keep_until = 0.0
+        elif any(r.dev == VXLAN_DEVICE for r in held.values()) or (
+                not held and any(r.dev == VXLAN_DEVICE for r in self.held.values())):
+            self._vxlan_keep_until = now + HANDOVER_DEVICE_GRACE
+        keep_vxlan = desired.vxlan is None and now < self._vxlan_keep_until
         vxlan_ready = self._vxlan_ready
-        if cached is None or cached.vxlan != desired.vxlan:
+        if keep_vxlan:
+            self._vxlan_kept = True
+        elif cached is None or cached.vxlan != desired.vxlan or self._vxlan_kept:
+            self._vxlan_kept = False
             vxlan_ready = False
             try:
                 self.ensure_vxlan(desired.vxlan, stats)
@@ -263,7 +331,8 @@ class Dataplane:
         if vxlan_ready:
             self.sync_vxlan_peers(desired, stats, cached)
         self._programmed = self.sync_routes(desired, stats, ipip_ready=ipip_ready, vxlan_ready=vxlan_ready,
-                                            cached=cached)
+                                            cached=cached, held=held)
+        self.held = held
         self._vxlan_ready, self._ipip_ready = vxlan_ready, ipip_ready
         self._applied = None if stats.errors else desired  # after an error the next apply reads the kernel
         return stats

@@ -69,6 +69,7 @@ class AgentSettings:
     metrics_port: int = 9091
     route_protocol: int = 80
     resync_interval: float = 30.0
+    handover_timeout: float = 60.0  # at most this long an agent route waits for BIRD's (dataplane.py)
     status_interval: float = 30.0
     status_ttl: int = 90
     iptables_backend: str = "auto"
@@ -130,6 +131,7 @@ class AgentSettings:
             metrics_port=_int(env, "PYCALICO_METRICS_PORT", 9091),
             route_protocol=_int(env, "PYCALICO_ROUTE_PROTOCOL", 80),
             resync_interval=_float(env, "PYCALICO_RESYNC_INTERVAL", 30.0),
+            handover_timeout=_float(env, "PYCALICO_HANDOVER_TIMEOUT", 60.0),
             status_interval=_float(env, "PYCALICO_STATUS_INTERVAL", 30.0),
             iptables_backend=(env.get("PYCALICO_IPTABLES_BACKEND") or "auto").strip(),
             cni_server=(env.get("PYCALICO_CNI_SERVER") or "true").strip().lower() not in ("0", "false", "no"),
