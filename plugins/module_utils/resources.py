@@ -293,11 +293,11 @@ def ensure_node_present(store, name, labels=None, purge_labels=False, as_number=
 
 # ---- ClusterInformation --------------------------------------------------------------------------
 
-def ensure_cluster_identity(store, cluster_name, claim=True, check_mode=False):
+def ensure_cluster_identity(store, cluster_name, check_mode=False):
     """Refuse a datastore that belongs to another cluster; claim it for ``cluster_name`` when unclaimed."""
     current = store.get(ClusterInformation, "default")
     desired = plan_claim(current, cluster_name)  # raises ClusterMismatch for another cluster's etcd
-    if desired is None or not claim:
+    if desired is None:
         return Result(False, current, current)
     prepare(store, desired, creating=current is None)
     return Result(True, current, write(store, current, desired, check_mode))

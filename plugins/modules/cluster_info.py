@@ -9,31 +9,35 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 module: cluster_info
-short_description: Guard and claim the cluster identity of a pycalico etcd
+short_description: Read the cluster identity of a pycalico etcd, and refuse another cluster's
 version_added: "0.1.0"
 description:
   - Reads the C(default) C(ClusterInformation) resource. Its annotation C(pycalico.io/cluster-name) names the
     cluster the datastore belongs to.
-  - Fails when that name is another cluster's, so a play aimed at the wrong etcd stops before it writes anything.
-  - With O(claim=true), an unclaimed datastore is claimed for O(cluster_name) (the resource is created when missing).
+  - With O(cluster_name), fails when that name is another cluster's, so a play aimed at the wrong etcd stops before
+    it changes anything (C(network.yml) runs it from the deploy host before it touches any node).
+  - Never writes. M(pycalico.network.cluster_identity) claims an unclaimed datastore.
 author:
   - pycalico developers (@pycalico)
 extends_documentation_fragment:
   - pycalico.network.etcd
-  - pycalico.network.etcd.attributes
+attributes:
+  check_mode:
+    description: Runs the same in check mode (it only reads).
+    support: full
+  diff_mode:
+    description: Nothing changes, so there is no diff.
+    support: none
 options:
   cluster_name:
-    description: The name of the cluster the play deploys (C(CLUSTER_NAME) of the inventory).
+    description:
+      - The name of the cluster the play deploys (C(CLUSTER_NAME) of the inventory).
+      - When given, an etcd claimed by another cluster fails the module. An unclaimed one passes.
     type: str
-    required: true
-  claim:
-    description: Record O(cluster_name) in an unclaimed datastore.
-    type: bool
-    default: true
 """
 
 EXAMPLES = r"""
-- name: Refuse an etcd of another cluster, claim a new one
+- name: Refuse an etcd of another cluster
   pycalico.network.cluster_info:
     etcd_endpoints: ["https://192.168.1.1:2379"]
     etcd_ca_cert_file: /etc/pycalico/ssl/ca.pem
@@ -44,7 +48,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 cluster_information:
-  description: The ClusterInformation resource (or what it would be in check mode); empty when there is none.
+  description: The ClusterInformation resource; empty when there is none.
   returned: always
   type: dict
   sample:
@@ -62,6 +66,11 @@ cluster_name:
   returned: always
   type: str
   sample: cluster1
+claimed:
+  description: Whether the datastore belongs to a cluster.
+  returned: always
+  type: bool
+  sample: true
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -71,38 +80,29 @@ from ansible_collections.pycalico.network.plugins.module_utils.datastore import 
     comparable,
     connected,
     connection_argument_spec,
-    diff,
 )
-from ansible_collections.pycalico.network.plugins.module_utils.resources import ensure_cluster_identity
 
 try:
-    from pycalico.model import ResourceStore
+    from pycalico.cluster import plan_claim
+    from pycalico.model import ClusterInformation, ResourceStore
 except ImportError:  # reported by check_pycalico()
     pass
 
 
 def main():
     argument_spec = connection_argument_spec()
-    argument_spec.update(
-        cluster_name=dict(type="str", required=True),
-        claim=dict(type="bool", default=True),
-    )
+    argument_spec.update(cluster_name=dict(type="str"))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     check_pycalico(module)
-    p = module.params
+    wanted = module.params["cluster_name"]
 
     with connected(module) as client:
-        result = ensure_cluster_identity(ResourceStore(client), p["cluster_name"], claim=p["claim"],
-                                         check_mode=module.check_mode)
+        current = ResourceStore(client).get(ClusterInformation, "default")
+        if wanted:
+            plan_claim(current, wanted)  # raises ClusterMismatch (mapped to fail_json) for another cluster's etcd
 
-    after = result.after
-    name = ""
-    if after is not None:
-        name = str(((after.metadata.get("annotations") or {}).get("pycalico.io/cluster-name")) or "")
-    out = dict(changed=result.changed, cluster_information=comparable(after), cluster_name=name)
-    if module._diff:
-        out["diff"] = diff(result.before, result.after)
-    module.exit_json(**out)
+    name = current.cluster_name if current is not None else ""
+    module.exit_json(changed=False, cluster_information=comparable(current), cluster_name=name, claimed=bool(name))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""bgp_peer, bgp_configuration, node, ipam and cluster_info against the real etcd:
+"""bgp_peer, bgp_configuration, node, ipam, cluster_info and cluster_identity against the real etcd:
 check mode -> real -> second run, with the diff each time."""
 
 from __future__ import annotations
@@ -158,19 +158,19 @@ def test_ipam_reports_and_releases_leaks(run_module, etcd):
 
 def test_cluster_identity_is_claimed_once_and_guarded(run_module, etcd):
     store = ResourceStore(etcd)
-    checked = run_module("cluster_info", check=True, cluster_name="cluster1")
+    checked = run_module("cluster_identity", check=True, cluster_name="cluster1")
     assert checked["changed"] is True
     assert checked["diff"]["after"]["metadata"]["annotations"] == {CLUSTER_NAME_ANNOTATION: "cluster1"}
     assert store.get(ClusterInformation, "default") is None
 
-    assert run_module("cluster_info", cluster_name="cluster1")["changed"] is True
+    assert run_module("cluster_identity", cluster_name="cluster1")["changed"] is True
     info = store.get(ClusterInformation, "default")
     assert info.cluster_name == "cluster1" and info.cluster_guid
-    second = run_module("cluster_info", cluster_name="cluster1")
+    second = run_module("cluster_identity", cluster_name="cluster1")
     assert second["changed"] is False and second["cluster_name"] == "cluster1"
 
     before = snapshot(etcd)
-    other = run_module("cluster_info", cluster_name="cluster2")
+    other = run_module("cluster_identity", cluster_name="cluster2")
     assert other["failed"] is True
     assert "this etcd belongs to cluster 'cluster1', not 'cluster2'" in other["msg"]
     assert snapshot(etcd) == before
@@ -179,10 +179,31 @@ def test_cluster_identity_is_claimed_once_and_guarded(run_module, etcd):
 def test_cluster_identity_claims_an_unnamed_datastore(run_module, etcd):
     store = ResourceStore(etcd)
     store.create(ClusterInformation("default", {"clusterGUID": "abc", "datastoreReady": True}))
-    result = run_module("cluster_info", cluster_name="cluster1")
+    result = run_module("cluster_identity", cluster_name="cluster1")
     assert result["changed"] is True
     assert result["diff"]["before"]["spec"]["clusterGUID"] == "abc"
     info = store.get(ClusterInformation, "default")
     assert info.cluster_name == "cluster1" and info.cluster_guid == "abc"
-    query = run_module("cluster_info", cluster_name="cluster1", claim=False)
-    assert query["changed"] is False
+
+
+def test_cluster_info_only_reads(run_module, etcd):
+    """An _info module never changes state: an empty or unclaimed datastore stays as it is."""
+    empty = run_module("cluster_info", cluster_name="cluster1")
+    assert (empty["changed"], empty["claimed"], empty["cluster_information"]) == (False, False, {})
+    assert snapshot(etcd) == {}
+
+    store = ResourceStore(etcd)
+    store.create(ClusterInformation("default", {"clusterGUID": "abc", "datastoreReady": True}))
+    before = snapshot(etcd)
+    unclaimed = run_module("cluster_info", cluster_name="cluster1")
+    assert (unclaimed["changed"], unclaimed["claimed"], unclaimed["cluster_name"]) == (False, False, "")
+    assert snapshot(etcd) == before
+
+    run_module("cluster_identity", cluster_name="cluster1")
+    before = snapshot(etcd)
+    mine = run_module("cluster_info", cluster_name="cluster1")
+    assert (mine["changed"], mine["claimed"], mine["cluster_name"]) == (False, True, "cluster1")
+    assert run_module("cluster_info")["cluster_name"] == "cluster1"
+    other = run_module("cluster_info", cluster_name="cluster2")
+    assert other["failed"] is True and "belongs to cluster 'cluster1', not 'cluster2'" in other["msg"]
+    assert snapshot(etcd) == before

@@ -189,12 +189,71 @@ ansible_python_interpreter={sys.executable}
     assert '"workload_endpoints": [' in proc.stdout or "workload_endpoints" in proc.stdout
 
 
+@pytest.fixture
+def guarded_inventory(tmp_path: Path, etcd_cluster) -> Path:
+    """A cluster whose node cannot be reached (ssh to a closed port): any task on it shows as unreachable.
+    The deploy host's cluster_dir holds the etcd's CA and a client certificate, as for an etcd with its own CA."""
+    import shutil
+
+    pki = etcd_cluster.pki
+    ssl = tmp_path / "cluster" / "ssl"
+    ssl.mkdir(parents=True)
+    for src, dest in ((pki.ca, "ca.pem"), (pki.client_cert, "pycalico.pem"), (pki.client_key, "pycalico-key.pem")):
+        shutil.copyfile(src, ssl / dest)
+    (ssl / "pycalico-key.pem").chmod(0o600)
+    inv = tmp_path / "hosts"
+    inv.write_text(f"""
+[kube_master]
+10.99.0.1 ansible_host=127.0.0.1 ansible_port=9 ansible_connection=ssh
+
+[kube_node]
+
+[all:vars]
+CLUSTER_CIDR="172.20.0.0/16"
+ETCD_ENDPOINTS="{",".join(etcd_cluster.endpoints)}"
+cluster_dir={tmp_path / "cluster"}
+ansible_ssh_common_args='-o ConnectTimeout=2'
+""")
+    return inv
+
+
+def test_network_guard_refuses_another_cluster_before_any_node_task(playbook, guarded_inventory, etcd):
+    """issue 13 item 5: the deploy host reads the etcd's identity first; another CLUSTER_NAME stops the
+    play before a single task runs on a node, and nothing is written to etcd."""
+    store = ResourceStore(etcd)
+    store.create(ClusterInformation("default", {"clusterGUID": "abc", "datastoreReady": True},
+                                    metadata={"annotations": {"pycalico.io/cluster-name": "cluster-a"}}))
+    before = snapshot(etcd)
+    network = REPO / "playbooks" / "network.yml"
+
+    for mode in ([], ["--check", "--diff"]):
+        other = playbook(network, "-e", "CLUSTER_NAME=cluster-b", *mode, inventory=guarded_inventory)
+        out = other.stdout + other.stderr
+        assert other.returncode != 0, out
+        assert "this etcd belongs to cluster 'cluster-a', not 'cluster-b'" in out
+        assert re.findall(r"^PLAY \[(.*?)\]", other.stdout, re.M) == [
+            "Preflight", "Cluster identity guard, from the deploy host"], out
+        assert "10.99.0.1" not in other.stdout, out  # never contacted: no task, no recap line
+        assert recap(other.stdout, "localhost")["failed"] == 1
+        assert snapshot(etcd) == before
+
+    # The right cluster passes the guard and goes on to the node (unreachable here, so it stops there).
+    mine = playbook(network, "-e", "CLUSTER_NAME=cluster-a", inventory=guarded_inventory)
+    out = mine.stdout + mine.stderr
+    assert "Certificates and node preparation" in mine.stdout, out
+    assert recap(mine.stdout, "10.99.0.1")["unreachable"] == 1, out
+    assert recap(mine.stdout, "localhost")["failed"] == 0, out
+    assert snapshot(etcd) == before
+
+
 @pytest.mark.parametrize("pb", ["network.yml", "etcd.yml", "site.yml"])
 def test_example_inventory_passes_preflight(playbook, tmp_path, pb):
     inv = tmp_path / "hosts"  # the example plus an explicit deploy host, so --limit can pick it alone
     inv.write_text(EXAMPLE.read_text() + f"\n[deploy]\nlocalhost ansible_connection=local "
                                          f"ansible_python_interpreter={sys.executable}\n")
-    proc = playbook(REPO / "playbooks" / pb, "--limit", "localhost", "-v", inventory=inv)
+    # The example's etcd does not exist: skip network.yml's deploy-host identity guard (tested below).
+    proc = playbook(REPO / "playbooks" / pb, "--limit", "localhost", "--skip-tags", "cluster_guard", "-v",
+                    inventory=inv)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "cluster cluster1: pool 172.20.0.0/16 (/26 blocks, IPIP Always, VXLAN Never, NAT True)" in proc.stdout
 
@@ -286,7 +345,8 @@ def test_built_collection_installs_and_runs_its_playbooks(ansible_env, tmp_path)
                                          f"ansible_python_interpreter={sys.executable}\n")
     env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(installed))
     proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "pycalico.network.network", "-i", str(inv),
-                           "--limit", "localhost", "-v"], env=env, capture_output=True, text=True, check=False,
+                           "--limit", "localhost", "--skip-tags", "cluster_guard", "-v"],
+                          env=env, capture_output=True, text=True, check=False,
                           timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "cluster cluster1: pool 172.20.0.0/16" in proc.stdout

@@ -120,7 +120,7 @@ def test_invalid_name_and_labels_fail(run_module, etcd):
     ("ippool", {"cidr": "10.50.0.0/16", "nat_outgoin": True}, "nat_outgoin"),
     ("bgp_configuration", {"node_to_node_mesh_enabled": False}, "node_to_node_mesh_enabled"),
     ("node", {"name": "n1", "label": {"a": "b"}}, "label"),
-    ("cluster_info", {"cluster_name": "c1", "clame": True}, "clame"),
+    ("cluster_identity", {"cluster_name": "c1", "clame": True}, "clame"),
     ("global_network_policy", {"name": "p", "spec": {}, "lables": {}}, "lables"),
     ("network_set", {"name": "s", "namespce": "shop", "spec": {}}, "namespce"),
     ("host_endpoint", {"name": "h", "specs": {}}, "specs"),
