@@ -293,7 +293,7 @@ def test_kubeasz_names_reach_the_role_variables(ansible_env, tmp_path):
     names = ["agent_nodename", "agent_ip", "agent_ip_autodetection_method", "agent_etcd_endpoints",
              "agent_pool_ipip_mode", "agent_pool_vxlan_mode", "agent_rr_cluster_id", "agent_node_labels",
              "bgp_backend", "cni_etcd_endpoints", "cluster_name", "cluster_pool_cidr", "cluster_node_names",
-             "cluster_rr_node_names", "certs_dir", "node_wheel_cache"]
+             "cluster_rr_node_names", "certs_dir", "node_wheel_cache", "cni_kubernetes"]
     msg = "{{ {" + ", ".join(f"'{n}': {n}" for n in names) + "} | to_json }}"
     env = dict(ansible_env, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
     proc = subprocess.run(
@@ -318,6 +318,7 @@ def test_kubeasz_names_reach_the_role_variables(ansible_env, tmp_path):
     assert master["cluster_name"] == "cluster1" and master["cluster_pool_cidr"] == "172.20.0.0/16"
     assert master["bgp_backend"] == "bird"
     assert (master["certs_dir"], master["node_wheel_cache"]) == ("/srv/clusters/c1/ssl", "/srv/clusters/c1/wheels")
+    assert master["cni_kubernetes"] is False  # plain CNI unless the inventory says pycalico_kubernetes=true
 
 
 def test_built_collection_installs_and_runs_its_playbooks(ansible_env, tmp_path):

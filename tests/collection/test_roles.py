@@ -86,6 +86,16 @@ RENDER = """
         - {role: cni, name: 10-pycalico.conflist}
         - {role: etcd, name: etcd.env}
         - {role: etcd, name: etcd.service}
+
+    - name: Render the conflist of a Kubernetes node
+      ansible.builtin.template:
+        src: "{{ repo }}/roles/cni/templates/10-pycalico.conflist.j2"
+        dest: "{{ out }}/10-pycalico-k8s.conflist"
+        mode: "0644"
+      vars:
+        cni_etcd_endpoints: https://192.168.1.1:2379
+        cni_kubernetes: true
+        __cni_chain_portmap: false
 """
 
 
@@ -163,6 +173,16 @@ def test_conflist_chains_portmap(rendered):
     assert main["type"] == "pycalico" and main["ipam"] == {"type": "pycalico-ipam"}
     assert main["etcd_endpoints"] == "https://192.168.1.1:2379" and main["mtu"] == 0
     assert portmap == {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}}
+    # cni_kubernetes false (the default): plain CNI, no API server.
+    assert "kubernetes" not in main and "policy" not in main
+
+
+def test_conflist_of_a_kubernetes_node_names_the_kubeconfig(rendered):
+    """issue 12 item 3: Calico's Kubernetes mode, with kubeasz's kubeconfig, when the inventory is a cluster."""
+    (main,) = json.loads((rendered / "10-pycalico-k8s.conflist").read_text())["plugins"]
+    assert main["kubernetes"] == {"kubeconfig": "/root/.kube/config"}
+    assert main["policy"] == {"type": "k8s"}
+    assert main["type"] == "pycalico" and main["etcd_endpoints"] == "https://192.168.1.1:2379"
 
 
 CERTS = """
