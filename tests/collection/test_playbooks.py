@@ -143,18 +143,8 @@ def test_network_cluster_part_check_real_idempotent(playbook, local_inventory, e
     assert snapshot(etcd) == before
 
 
-def test_del_node_cleans_the_datastore_even_when_the_node_is_gone(playbook, tmp_path, etcd_cluster, etcd):
-    """kubeasz's del-node left Calico's Node, blocks and endpoints behind; here a dead node is
-    removed from etcd completely while the unreachable host itself is skipped."""
-    from pycalico.ipam import IPAM
-    from pycalico.model import WorkloadEndpoint
-    from tests.collection.test_modules import _node_with_workload
-
-    store = ResourceStore(etcd)
-    _node_with_workload(etcd, "worker-02")
-    store.create(Node("master-01", {"bgp": {"ipv4Address": "127.0.0.1/8"}}))
-    store.create(ClusterInformation("default", {"clusterGUID": "abc", "datastoreReady": True},
-                                    metadata={"annotations": {"pycalico.io/cluster-name": "testcluster"}}))
+def _del_node_inventory(tmp_path: Path, etcd_cluster) -> tuple[Path, list[str]]:
+    """A live master (this host) and a dead worker 10.99.0.2 (ssh to a closed port), and del-node's arguments."""
     pki = etcd_cluster.pki
     inv = tmp_path / "hosts"
     inv.write_text(f"""
@@ -175,6 +165,22 @@ ansible_python_interpreter={sys.executable}
 """)
     args = ["-e", "NODE_TO_DEL=10.99.0.2", "-e", f"pycalico_python={sys.executable}", "-e", "ansible_become=false",
             "-e", "ansible_ssh_common_args='-o ConnectTimeout=2'"]
+    return inv, args
+
+
+def test_del_node_cleans_the_datastore_even_when_the_node_is_gone(playbook, tmp_path, etcd_cluster, etcd):
+    """kubeasz's del-node left Calico's Node, blocks and endpoints behind; here a dead node is
+    removed from etcd completely while the unreachable host itself is skipped."""
+    from pycalico.ipam import IPAM
+    from pycalico.model import WorkloadEndpoint
+    from tests.collection.test_modules import _node_with_workload
+
+    store = ResourceStore(etcd)
+    _node_with_workload(etcd, "worker-02")
+    store.create(Node("master-01", {"bgp": {"ipv4Address": "127.0.0.1/8"}}))
+    store.create(ClusterInformation("default", {"clusterGUID": "abc", "datastoreReady": True},
+                                    metadata={"annotations": {"pycalico.io/cluster-name": "testcluster"}}))
+    inv, args = _del_node_inventory(tmp_path, etcd_cluster)
     proc = playbook(REPO / "playbooks" / "del-node.yml", *args, inventory=inv)
     out = proc.stdout + proc.stderr
     assert re.findall(r"^PLAY \[(.*?)\]", proc.stdout, re.M) == [
@@ -187,6 +193,35 @@ ansible_python_interpreter={sys.executable}
     assert IPAM(etcd).affinities("worker-02") == {}
     assert store.get(Node, "master-01") is not None
     assert '"workload_endpoints": [' in proc.stdout or "workload_endpoints" in proc.stdout
+
+
+def test_del_node_after_the_node_controller_deletes_nothing_twice(playbook, tmp_path, etcd_cluster, etcd):
+    """issue 12 item 3: the Kubernetes node controller removed the Node first (the same
+    pycalico.lifecycle.remove_node); del-node.yml then finds nothing, changes nothing and succeeds."""
+    from pycalico.ipam import IPAM
+    from pycalico.lifecycle import remove_node
+    from tests.collection.test_modules import _node_with_workload
+
+    store = ResourceStore(etcd)
+    _node_with_workload(etcd, "worker-02")
+    store.create(Node("master-01", {"bgp": {"ipv4Address": "127.0.0.1/8"}}))
+    store.create(ClusterInformation("default", {"clusterGUID": "abc", "datastoreReady": True},
+                                    metadata={"annotations": {"pycalico.io/cluster-name": "testcluster"}}))
+    assert remove_node(store, IPAM(etcd), "worker-02").node_exists  # what the controller does
+    before = snapshot(etcd)
+    inv, args = _del_node_inventory(tmp_path, etcd_cluster)
+
+    for _ in range(2):  # and del-node.yml run twice is the same
+        proc = playbook(REPO / "playbooks" / "del-node.yml", *args, inventory=inv)
+        out = proc.stdout + proc.stderr
+        assert recap(proc.stdout, "127.0.0.1") | {"ok": 0, "skipped": 0} == {
+            "ok": 0, "changed": 0, "unreachable": 0, "failed": 0, "skipped": 0, "rescued": 0, "ignored": 0}, out
+        # The dead host itself is skipped (unreachable), which fails nothing.
+        assert proc.returncode == 0 and recap(proc.stdout, "10.99.0.2")["failed"] == 0, out
+        removal = re.search(r"TASK \[Release the node's addresses[^\n]*\n(ok|changed): \[127\.0\.0\.1\]", proc.stdout)
+        assert removal and removal.group(1) == "ok", out
+        assert '"node_exists": false' in proc.stdout, out
+        assert snapshot(etcd) == before  # nothing deleted twice, nothing written
 
 
 @pytest.fixture
