@@ -378,7 +378,7 @@ class Agent:
                 return
             if not self.synced():
                 self.dirty.clear()
-                self.stop_event.wait(0.05)
+                self.dirty.wait(0.05)  # a cache that completes its list sets it: no wait after the last
                 continue
             # batch a burst of watch events into one apply
             self.stop_event.wait(0.005)
