@@ -14,6 +14,7 @@ import pytest
 from pycalico.datastore.etcd import EtcdClient
 from pycalico.ipam import IPAM, tunnel_attrs, tunnel_handle
 from pycalico.kube.api import KubeApi
+from pycalico.kube.controllers import write_all
 from pycalico.kube.manager import Manager
 from pycalico.kube.metrics import Metrics
 from pycalico.model import IPPool, NetworkPolicy, Node, Profile, ResourceStore, WorkloadEndpoint, wep_name
@@ -274,3 +275,37 @@ def test_ipam_gc_releases_at_once_when_the_pods_node_is_gone_too(kube: KubeApiSe
     finally:
         manager.stop()
         manager.api.close()
+
+
+def test_a_burst_of_policies_is_written_in_a_few_transactions(kube: KubeApiServer, manager: Manager,
+                                                              etcd: EtcdClient, store: ResourceStore) -> None:
+    kube.create("namespaces", {"metadata": {"name": "burst"}})
+    assert wait_until(lambda: store.get(Profile, "kns.burst") is not None, 10)
+    before = dict(etcd.requests_by_path)
+    for i in range(150):
+        kube.create("networkpolicies", knp(f"p{i}", "burst", f"app{i}"))
+    assert wait_until(lambda: len(policies(store)) == 150, 20)
+    txns = etcd.requests_by_path.get("/v3/kv/txn", 0) - before.get("/v3/kv/txn", 0)
+    assert 3 <= txns < 75, txns  # batches of up to 50, not one create per policy
+    assert policies(store)["burst/knp.default.p149"].endswith("app == 'app149'")
+    # a change to some of them afterwards: each one updated, the others left as they are
+    for i in range(0, 150, 30):
+        kube.update("networkpolicies", {**knp(f"p{i}", "burst", f"moved{i}")})
+    assert wait_until(lambda: all(policies(store)[f"burst/knp.default.p{i}"].endswith(f"app == 'moved{i}'")
+                                  for i in range(0, 150, 30)), 10)
+    assert policies(store)["burst/knp.default.p1"].endswith("app == 'app1'")
+
+
+def test_write_all_updates_only_what_differs_when_some_exist(store: ResourceStore) -> None:
+    def policy(name: str, selector: str) -> NetworkPolicy:
+        return NetworkPolicy(name, {"selector": selector, "ingress": [{"action": "Allow"}]}, namespace="wa")
+
+    assert write_all(store, NetworkPolicy, [policy("knp.default.a", "a == '1'"),
+                                            policy("knp.default.b", "b == '1'")]) == 2
+    kept = store.must_get(NetworkPolicy, "knp.default.a", "wa")
+    written = write_all(store, NetworkPolicy, [policy("knp.default.a", "a == '1'"), policy("knp.default.b", "b == '2'"),
+                                               policy("knp.default.c", "c == '1'")])
+    assert written == 2  # b changed, c new; a untouched
+    assert store.must_get(NetworkPolicy, "knp.default.a", "wa").resource_version == kept.resource_version
+    assert {p.name: p.selector for p in store.list(NetworkPolicy, "wa")} == {
+        "knp.default.a": "a == '1'", "knp.default.b": "b == '2'", "knp.default.c": "c == '1'"}

@@ -388,3 +388,14 @@ def test_ensure_default_tiers_creates_calicos_three_once(etcd: EtcdClient) -> No
     assert ensure_default_tiers(store) == []
     orders = {t.name: (t.order, t.default_action) for t in store.list(Tier)}
     assert orders == {"default": (1e6, "Deny"), "kube-admin": (1e3, "Pass"), "kube-baseline": (1e7, "Pass")}
+
+
+def test_the_default_tier_cannot_be_deleted(etcd: EtcdClient) -> None:
+    store = ResourceStore(etcd)
+    ensure_default_tiers(store)
+    with pytest.raises(ValidationError) as err:
+        store.delete(Tier, "default")
+    assert (err.value.field, err.value.value) == ("metadata.name", "default")
+    assert "cannot be deleted" in str(err.value)
+    assert store.get(Tier, "default") is not None
+    assert store.delete(Tier, "kube-admin")  # the others can go, as in Calico

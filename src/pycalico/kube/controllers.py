@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pycalico.errors import ResourceExists
 from pycalico.ipam import IPAM
 from pycalico.kube import convert
 from pycalico.kube.api import KubeApi, Obj
@@ -60,6 +61,9 @@ class Controller:
     def handle(self, plural: str, key: Key, old: Obj | None, new: Obj | None) -> None:
         raise NotImplementedError
 
+    def stop(self) -> None:
+        """End the controller's own threads (if it has any)."""
+
     def reconcile(self) -> None:
         raise NotImplementedError
 
@@ -73,7 +77,10 @@ def _defaulted(res: Resource) -> Resource:
 def write(store: ResourceStore, desired: Resource, current: Resource | None) -> bool:
     """Make etcd hold ``desired``'s spec (Calico compares and writes spec only); True if written."""
     if current is None:
-        store.apply(desired)
+        try:
+            store.create(desired)  # just read as absent: one write, no second read
+        except ResourceExists:
+            store.apply(desired)
         return True
     if _defaulted(desired).spec == current.spec:
         return False
@@ -83,8 +90,27 @@ def write(store: ResourceStore, desired: Resource, current: Resource | None) -> 
     return True
 
 
+def write_all(store: ResourceStore, cls: type[Resource], desired: list[Resource]) -> int:
+    """``write`` for many: one transaction creates them all when none exists yet (a burst
+    of new policies); otherwise the values read in that round trip say what to update."""
+    current = store.create_all(cls, desired)
+    if not current:
+        return len(desired)
+    return sum(write(store, res, current.get(res.key())) for res in desired)
+
+
 class MirrorController(Controller):
-    """One Kubernetes kind ↔ the Calico records named with ``prefix`` (policies and profiles)."""
+    """One Kubernetes kind ↔ the Calico records named with ``prefix`` (policies and profiles).
+
+    Changes are written by ``WORKERS`` threads, so that etcd round trips overlap (1,000
+    new policies arrive at once when a namespace's manifests are applied). A key is
+    written by one worker at a time, from the informer's state when its turn comes
+    (changes queued meanwhile fold into one write); a worker takes up to ``BATCH`` keys
+    and creates them in one transaction when they are new; a reconcile waits for the
+    writes in flight and holds new ones back until it is done."""
+
+    WORKERS = 4
+    BATCH = 50  # within etcd's default --max-txn-ops (128) for compares, puts and reads
 
     def __init__(self, name: str, plural: str, store: ResourceStore, cls: type[Resource], prefix: str,
                  converter: Callable[[Obj], Resource]) -> None:
@@ -93,6 +119,92 @@ class MirrorController(Controller):
         self.plural, self.store, self.cls, self.prefix, self.converter = plural, store, cls, prefix, converter
         self.writes = 0
         self.deletes = 0
+        self._work = threading.Condition()
+        self._pending: dict[Key, None] = {}  # insertion-ordered set
+        self._in_flight: set[Key] = set()
+        self._reconciling = False
+        self._stopped = False
+        self._workers: list[threading.Thread] = []
+
+    def on_change(self, plural: str, key: Key, old: Obj | None, new: Obj | None) -> None:
+        with self._work:
+            if not self._workers:
+                self._workers = [threading.Thread(target=self._drain, name=f"{self.name}-writer-{i}", daemon=True)
+                                 for i in range(self.WORKERS)]
+                for worker in self._workers:
+                    worker.start()
+            self._pending[key] = None
+            self._work.notify()
+
+    def _take(self) -> list[Key]:
+        """Under ``self._work``: up to BATCH queued keys no worker holds, unless a reconcile runs."""
+        if self._reconciling:
+            return []
+        taken: list[Key] = []
+        for key in self._pending:
+            if key not in self._in_flight:
+                taken.append(key)
+                if len(taken) == self.BATCH:
+                    break
+        return taken
+
+    def _drain(self) -> None:
+        while True:
+            with self._work:
+                keys = self._take()
+                while not self._stopped and not keys:
+                    self._work.wait()
+                    keys = self._take()
+                if self._stopped:
+                    return
+                for key in keys:
+                    del self._pending[key]
+                self._in_flight.update(keys)
+            try:
+                self._write(keys)
+            except Exception as exc:
+                log.warning("%s controller: %d %s changes not written yet (%s); will reconcile", self.name,
+                            len(keys), self.plural, exc)
+                self.dirty = True
+            finally:
+                with self._work:
+                    self._in_flight.difference_update(keys)
+                    self._work.notify_all()
+
+    def _write(self, keys: list[Key]) -> None:
+        informer = self.informers[self.plural]
+        current = {key: informer.get(key) for key in keys}
+        present = {key: obj for key, obj in current.items() if obj is not None}
+        for key in current.keys() - present.keys():
+            self.handle(self.plural, key, None, None)
+        if len(present) == 1:
+            [(key, obj)] = present.items()
+            self.handle(self.plural, key, None, obj)
+        elif present:
+            desired = [self.converter(obj) for obj in present.values()]
+            written = write_all(self.store, self.cls, desired)
+            with self._lock:
+                self.writes += written
+
+    def run_reconcile(self) -> bool:
+        with self._work:
+            self._reconciling = True
+            while self._in_flight:
+                self._work.wait()
+            self._pending.clear()  # the reconcile reads every key's current state
+        try:
+            return super().run_reconcile()
+        finally:
+            with self._work:
+                self._reconciling = False
+                self._work.notify_all()
+
+    def stop(self) -> None:
+        with self._work:
+            self._stopped = True
+            self._work.notify_all()
+        for worker in self._workers:
+            worker.join(5)
 
     def _calico_name(self, key: Key) -> tuple[str, str | None]:
         probe = self.converter({"metadata": {"name": key[1], "namespace": key[0] or None}})
@@ -102,11 +214,13 @@ class MirrorController(Controller):
         if new is None:
             name, namespace = self._calico_name(key)
             if self.store.delete(self.cls, name, namespace):
-                self.deletes += 1
+                with self._lock:
+                    self.deletes += 1
             return
         desired = self.converter(new)
         if write(self.store, desired, self.store.get(self.cls, desired.name, desired.namespace)):
-            self.writes += 1
+            with self._lock:
+                self.writes += 1
 
     def reconcile(self) -> None:
         wanted = {(d.namespace, d.name): d for d in (self.converter(o) for o in self.informers[self.plural]

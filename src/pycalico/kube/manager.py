@@ -87,6 +87,8 @@ class Manager:
         for informer in self.informers.values():
             informer.stop()
         self._thread.join(10)
+        for controller in self.controllers:
+            controller.stop()
 
     def alive(self) -> bool:
         return self._thread.is_alive() and all(i._thread.is_alive() for i in self.informers.values())

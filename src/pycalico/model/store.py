@@ -6,6 +6,7 @@ import datetime
 import ipaddress
 import json
 import uuid
+from collections.abc import Sequence
 from typing import TypeVar
 
 from pycalico.datastore.etcd import EtcdClient, KeyValue
@@ -46,6 +47,7 @@ def _decode(cls: type[R], kv: KeyValue) -> R:
 class ResourceStore:
     def __init__(self, client: EtcdClient) -> None:
         self.client = client
+        self._default_tier_seen = False  # Calico refuses to delete it: once seen, not read again
 
     def get(self, cls: type[R], name: str, namespace: str | None = None) -> R | None:
         kv = self.client.get(keys.resource_key(cls.PLURAL, name, namespace if cls.NAMESPACED else None))
@@ -89,8 +91,10 @@ class ResourceStore:
                                   reason=f"Tier {policy.tier!r} does not exist: create it first")
 
     def _ensure_policy_tier(self, res: Resource) -> None:
-        if isinstance(res, (NetworkPolicy, GlobalNetworkPolicy)) and res.tier == DEFAULT_TIER:
+        if isinstance(res, (NetworkPolicy, GlobalNetworkPolicy)) and res.tier == DEFAULT_TIER \
+                and not self._default_tier_seen:
             ensure_tier(self, DEFAULT_TIER)
+            self._default_tier_seen = True
 
     def _check_pool_overlap(self, pool: IPPool, *, creating: bool) -> None:
         net = pool.network
@@ -126,6 +130,20 @@ class ResourceStore:
         inside its own transaction (the stored value never carries a resourceVersion)."""
         res = self._as_new(res)
         return res.key(), _encode(res)
+
+    def create_all(self, cls: type[R], resources: Sequence[R]) -> dict[str, R | None]:
+        """Create every one of ``resources`` in one transaction, or none of them when any
+        key exists. Returns {} when all were created; otherwise what each key holds now,
+        by key (read in the same round trip, for the caller to update what differs)."""
+        if not resources:
+            return {}
+        for res in resources:
+            self._ensure_policy_tier(res)
+        puts = dict(self.put_for(res) for res in resources)
+        created, current = self.client.commit(dict.fromkeys(puts, 0), puts)
+        if created:
+            return {}
+        return {key: _decode(cls, kv) if kv else None for key, kv in current.items()}
 
     def create(self, res: R) -> R:
         if res.resource_version:
@@ -176,6 +194,9 @@ class ResourceStore:
     def delete(self, cls: type[Resource], name: str, namespace: str | None = None,
                *, resource_version: str = "") -> bool:
         """Returns False when it was already gone."""
+        if cls is Tier and name == DEFAULT_TIER:
+            raise ValidationError("metadata.name", name, "a tier other than the default tier",
+                                  reason="the default tier cannot be deleted (as in Calico)")
         key = keys.resource_key(cls.PLURAL, name, namespace if cls.NAMESPACED else None)
         return self.client.delete(key, mod_revision=int(resource_version) if resource_version else None)
 
