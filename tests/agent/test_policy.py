@@ -9,6 +9,7 @@ exchanges data.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -452,30 +453,43 @@ def test_host_endpoint_untracked_and_pre_dnat(etcd_cluster, etcd, unique):
 
 def test_prewrite_writes_only_chains_no_rule_reaches(unique):
     """The start-up prewrite (while endpoints are still listed) leaves every verdict as it was: it
-    writes only policy chains the kernel lacks and creates missing IP sets empty; it changes no
-    existing chain, adds no hook, deletes nothing; the complete apply then skips what it wrote."""
+    writes only policy chains the kernel lacks and the IP sets it lacks (with the members known so
+    far); it changes no existing chain or set, adds no hook, deletes nothing; the complete apply
+    then skips what it wrote."""
     ns = f"{unique}-pw"
     subprocess.run(["ip", "netns", "add", ns], check=True)
+
+    def table(selector: str, extra: bool) -> FilterTable:
+        pols = {"p": np("p", "a", {"selector": "all()", "ingress": [
+            {"action": "Allow", "source": {"selector": selector}}]})}
+        if extra:
+            pols["q"] = np("q", "a", {"selector": "all()", "ingress": [
+                {"action": "Allow", "source": {"selector": "app == 'y' && has(app)"}}]})
+        weps = {"x": WorkloadEndpoint("x", {"node": "n1", "interfaceName": "calix", "profiles": [],
+                                            "ipNetworks": ["10.0.0.1/32"]}, namespace="a",
+                                      metadata={"labels": {"app": "y"}})}
+        return Renderer().render(PolicyCalculator("n1").compute(PolicyInputs(weps=weps, network_policies=pols)))
+
+    def sets() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for line in nsexec(ns, "ipset", "save").stdout.splitlines():
+            parts = line.split()
+            if parts[0] == "create":
+                out[parts[1]] = []
+            elif parts[0] == "add":
+                out[parts[1]].append(parts[2])
+        return out
+
     try:
         with in_netns(ns):
-            def table(selector: str, extra: bool) -> FilterTable:
-                pols = {"p": np("p", "a", {"selector": "all()", "ingress": [
-                    {"action": "Allow", "source": {"selector": selector}}]})}
-                if extra:
-                    pols["q"] = np("q", "a", {"selector": "all()", "ingress": [{"action": "Deny"}]})
-                weps = {"x": WorkloadEndpoint("x", {"node": "n1", "interfaceName": "calix", "profiles": [],
-                                                    "ipNetworks": ["10.0.0.1/32"]}, namespace="a")}
-                model = PolicyCalculator("n1").compute(PolicyInputs(weps=weps, network_policies=pols))
-                return Renderer().render(model)
-
             first = IptablesPolicyDataplane("nft")
             first.read_kernel()
             assert not first.write_unreachable(table("app == 'y'", False)).errors
             save = nsexec(ns, "iptables-nft-save").stdout
             assert "cali-pi-np/a/p" in save and "-j cali-FORWARD" not in save  # no hook, no static chain
             assert "cali-tw-calix" not in save  # endpoint chains wait for the complete apply
-            sets = nsexec(ns, "ipset", "save").stdout
-            assert "create cali40s:" in sets and "add " not in sets  # created, filled only by the apply
+            live_set = re.search(r"--match-set (cali40s:\S+) src", save).group(1)  # type: ignore[union-attr]
+            assert sets() == {live_set: ["10.0.0.1"]}  # created with the members known so far
             assert first.apply(table("app == 'y'", False)).chains_written > 0
             before = nsexec(ns, "iptables-nft-save", "-t", "filter").stdout
 
@@ -484,9 +498,10 @@ def test_prewrite_writes_only_chains_no_rule_reaches(unique):
             stats = again.write_unreachable(table("app == 'z'", True))  # p changed, q new
             assert stats.chains_written == 2 and not stats.errors  # cali-pi- and cali-po- of q only
             after = nsexec(ns, "iptables-nft-save", "-t", "filter").stdout
-            assert [line for line in after.splitlines() if "np/a/q" not in line] == \
-                [line for line in before.splitlines()], "an existing chain or hook changed"
-            members = nsexec(ns, "ipset", "save").stdout
-            assert "10.0.0.1" not in members  # new sets are created empty
+            assert [line for line in after.splitlines() if "np/a/q" not in line] == before.splitlines(), \
+                "an existing chain or hook changed"
+            now = sets()
+            assert now[live_set] == ["10.0.0.1"]  # still there: the live chain of p names it
+            assert sorted(map(len, now.values())) == [0, 1, 1]  # p's new (empty) set, q's with x
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -85,6 +85,7 @@ class IptablesPolicyDataplane:
         self._written: dict[str, dict[str, list[str]]] = {t: {} for t in TABLES}
         self._sets: dict[str, tuple[str, set[str]]] = {}  # name -> (type, members) in the kernel
         self._hooks: set[str] = set()
+        self._unreachable_sets: set[str] = set()  # created by write_unreachable, no live rule names them
         self.in_sync = False
         self.restore_calls = 0
         self.restore_errors = 0
@@ -162,6 +163,7 @@ class IptablesPolicyDataplane:
     def apply(self, table: FilterTable, *, insert: bool = True, full: bool = False) -> ApplyStats:
         started = time.monotonic()
         stats = ApplyStats()
+        self._unreachable_sets = set()  # from now on rules may reach every set
         if full or not self.in_sync:
             self.read_kernel()
         try:
@@ -177,15 +179,17 @@ class IptablesPolicyDataplane:
     def write_unreachable(self, table: FilterTable) -> ApplyStats:
         """Ahead of the first complete apply (while endpoints are still being listed): only the
         policy and profile chains of ``table`` that the kernel does not hold yet, and the IP sets
-        it lacks, created empty. No kernel rule can jump to a chain that does not exist yet, so
-        this changes no verdict; the complete apply then finds these chains in place and fills
-        the sets before any rule that reaches them is written."""
+        it lacks, with the members known so far. No kernel rule can jump to a chain that does not
+        exist yet, and only such chains name those sets, so this changes no verdict; the complete
+        apply then finds them in place and completes the sets before it writes any rule that
+        reaches them. Sets the kernel held before are not touched."""
         started = time.monotonic()
         stats = ApplyStats()
         if not self.in_sync:
             self.read_kernel()
-        partial = FilterTable({}, {n: IPSet(n, s.kind, frozenset()) for n, s in table.ipsets.items()
-                                   if n not in self._sets}, raw={}, mangle={})
+        self._unreachable_sets |= {n for n in table.ipsets if n not in self._sets}
+        partial = FilterTable({}, {n: s for n, s in table.ipsets.items() if n in self._unreachable_sets},
+                              raw={}, mangle={})
         targets = partial.tables()
         for name, chains in table.tables().items():
             have = self._chains[name]
