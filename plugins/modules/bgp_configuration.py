@@ -41,11 +41,13 @@ options:
     description: TCP port BIRD listens on (179).
     type: int
   log_severity_screen:
-    description: BIRD log level, one of C(Debug), C(Info), C(Warning), C(Error), C(Fatal), C(None).
+    description: BIRD log level.
     type: str
+    choices: [Debug, Info, Warning, Error, Fatal, "None"]
   bind_mode:
-    description: C(None) or C(NodeIP).
+    description: Whether BIRD listens on the node's IP only.
     type: str
+    choices: ["None", NodeIP]
   node_mesh_max_restart_time:
     description: Graceful restart time of the node-to-node mesh sessions, a duration such as C(120s).
     type: str
@@ -79,6 +81,7 @@ bgp_configuration:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pycalico.network.plugins.module_utils.choices import BGP_LOG_LEVEL_CHOICES, BIND_MODE_CHOICES
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     check_pycalico,
     comparable,
@@ -115,8 +118,8 @@ def main():
         as_number=dict(type="int"),
         node_to_node_mesh=dict(type="bool"),
         listen_port=dict(type="int"),
-        log_severity_screen=dict(type="str"),
-        bind_mode=dict(type="str"),
+        log_severity_screen=dict(type="str", choices=BGP_LOG_LEVEL_CHOICES),
+        bind_mode=dict(type="str", choices=BIND_MODE_CHOICES),
         node_mesh_max_restart_time=dict(type="str"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -51,11 +51,13 @@ options:
     description: Keep the next hop of routes sent to this peer.
     type: bool
   source_address:
-    description: C(UseNodeIP) or C(None).
+    description: The source address of the session.
     type: str
+    choices: [UseNodeIP, "None"]
   next_hop_mode:
-    description: C(Auto), C(Self) or C(Keep).
+    description: The next hop of the routes sent to the peer.
     type: str
+    choices: [Auto, Self, Keep]
   local_as_number:
     description: AS number this side presents to the peer, instead of the node's.
     type: int
@@ -111,6 +113,7 @@ peer:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pycalico.network.plugins.module_utils.choices import NEXT_HOP_MODE_CHOICES, SOURCE_ADDRESS_CHOICES
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     check_pycalico,
     comparable,
@@ -153,8 +156,8 @@ def main():
         node_selector=dict(type="str"),
         peer_selector=dict(type="str"),
         keep_original_next_hop=dict(type="bool"),
-        source_address=dict(type="str"),
-        next_hop_mode=dict(type="str"),
+        source_address=dict(type="str", choices=SOURCE_ADDRESS_CHOICES),
+        next_hop_mode=dict(type="str", choices=NEXT_HOP_MODE_CHOICES),
         local_as_number=dict(type="int"),
         max_restart_time=dict(type="str"),
         num_allowed_local_as_numbers=dict(type="int"),

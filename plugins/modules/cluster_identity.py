@@ -13,8 +13,8 @@ short_description: Claim a pycalico etcd for a cluster, refusing another cluster
 version_added: "0.1.0"
 description:
   - Makes the C(default) C(ClusterInformation) resource say the datastore belongs to O(cluster_name) (annotation
-    C(pycalico.io/cluster-name)): created when missing, annotated when unclaimed, left alone when already this
-    cluster's.
+    C(pycalico.io/cluster-name)). The resource is created when missing, annotated when unclaimed, and left alone
+    when it is already this cluster's.
   - Fails, writing nothing, when the datastore belongs to another cluster.
   - M(pycalico.network.cluster_info) only reads.
 author:

@@ -42,11 +42,13 @@ options:
     description: Prefix length of the IPAM blocks (20 to 32 for IPv4; Calico's default 26). Immutable.
     type: int
   ipip_mode:
-    description: IPIP encapsulation, one of C(Always), C(CrossSubnet) or C(Never).
+    description: IPIP encapsulation.
     type: str
+    choices: [Never, Always, CrossSubnet]
   vxlan_mode:
-    description: VXLAN encapsulation, one of C(Always), C(CrossSubnet) or C(Never). Not together with IPIP.
+    description: VXLAN encapsulation. Not together with IPIP.
     type: str
+    choices: [Never, Always, CrossSubnet]
   nat_outgoing:
     description: Masquerade traffic from pods to destinations outside every pool.
     type: bool
@@ -60,9 +62,10 @@ options:
     description: Calico selector of the nodes that assign addresses from this pool, for example C(all()).
     type: str
   allowed_uses:
-    description: What the pool's addresses may be used for (C(Workload), C(Tunnel), C(LoadBalancer)).
+    description: What the pool's addresses may be used for.
     type: list
     elements: str
+    choices: [Workload, Tunnel, LoadBalancer]
   force:
     description: With O(state=absent), delete the pool even when addresses are still allocated in it.
     type: bool
@@ -132,6 +135,7 @@ replaced:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pycalico.network.plugins.module_utils.choices import ALLOWED_USE_CHOICES, POOL_MODES
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     check_pycalico,
     comparable,
@@ -169,13 +173,13 @@ def main():
         state=dict(type="str", default="present", choices=["present", "absent"]),
         cidr=dict(type="str"),
         block_size=dict(type="int"),
-        ipip_mode=dict(type="str"),
-        vxlan_mode=dict(type="str"),
+        ipip_mode=dict(type="str", choices=POOL_MODES),
+        vxlan_mode=dict(type="str", choices=POOL_MODES),
         nat_outgoing=dict(type="bool"),
         disabled=dict(type="bool"),
         disable_bgp_export=dict(type="bool"),
         node_selector=dict(type="str"),
-        allowed_uses=dict(type="list", elements="str"),
+        allowed_uses=dict(type="list", elements="str", choices=ALLOWED_USE_CHOICES),
         force=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -42,9 +42,11 @@ options:
   ipip_mode:
     description: IPIP mode of the new pool instead of the old pool's.
     type: str
+    choices: [Never, Always, CrossSubnet]
   vxlan_mode:
     description: VXLAN mode of the new pool instead of the old pool's.
     type: str
+    choices: [Never, Always, CrossSubnet]
   nat_outgoing:
     description: NAT outgoing of the new pool instead of the old pool's.
     type: bool
@@ -100,6 +102,7 @@ follow_up:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pycalico.network.plugins.module_utils.choices import POOL_MODES
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import (
     check_pycalico,
     connected,
@@ -126,8 +129,8 @@ def main():
         new_cidr=dict(type="str", required=True),
         new_pool=dict(type="str"),
         block_size=dict(type="int"),
-        ipip_mode=dict(type="str"),
-        vxlan_mode=dict(type="str"),
+        ipip_mode=dict(type="str", choices=POOL_MODES),
+        vxlan_mode=dict(type="str", choices=POOL_MODES),
         nat_outgoing=dict(type="bool"),
         delete_old=dict(type="bool", default=False),
     )

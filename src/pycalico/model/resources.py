@@ -19,6 +19,9 @@ API_VERSION = "projectcalico.org/v3"
 MODES = ("Never", "Always", "CrossSubnet")
 ALLOWED_USES = ("Workload", "Tunnel", "LoadBalancer")
 ASSIGNMENT_MODES = ("Automatic", "Manual")
+NEXT_HOP_MODES = ("Auto", "Self", "Keep")
+SOURCE_ADDRESS_MODES = ("UseNodeIP", "None")
+BIND_MODES = ("None", "NodeIP")
 DEFAULT_AS = 64512
 CLUSTER_NAME_ANNOTATION = "pycalico.io/cluster-name"
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -413,8 +416,8 @@ class BGPPeer(Resource):
                 selector.validate(f"spec.{field}", spec[field])
         _check_as_number("spec.asNumber", spec.get("asNumber"))
         _check_as_number("spec.localASNumber", spec.get("localASNumber"))
-        _check_choice("spec.nextHopMode", spec.get("nextHopMode"), ("Auto", "Self", "Keep"))
-        _check_choice("spec.sourceAddress", spec.get("sourceAddress"), ("UseNodeIP", "None"))
+        _check_choice("spec.nextHopMode", spec.get("nextHopMode"), NEXT_HOP_MODES)
+        _check_choice("spec.sourceAddress", spec.get("sourceAddress"), SOURCE_ADDRESS_MODES)
         _check_bool("spec.keepOriginalNextHop", spec.get("keepOriginalNextHop"))
 
 
@@ -458,7 +461,7 @@ class BGPConfiguration(Resource):
         port = spec.get("listenPort")
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
             raise ValidationError("spec.listenPort", port, "an integer port from 1 to 65535")
-        _check_choice("spec.bindMode", spec.get("bindMode"), ("None", "NodeIP"))
+        _check_choice("spec.bindMode", spec.get("bindMode"), BIND_MODES)
         for field in ("serviceClusterIPs", "serviceExternalIPs", "serviceLoadBalancerIPs"):
             for i, item in enumerate(spec.get(field) or []):
                 parse_cidr(f"spec.{field}[{i}].cidr", (item or {}).get("cidr"), strict=False)
