@@ -29,6 +29,9 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$work/ansible_collections/pycalico"
 ln -s "$ROOT" "$work/ansible_collections/pycalico/network"
+# Ansible's and molecule's state (tmp, ephemeral directories, any collection copy) in the work
+# directory, which the EXIT trap removes even after a failure: nothing is left in ~/.ansible.
+export ANSIBLE_HOME=$work/ansible-home
 export ANSIBLE_COLLECTIONS_PATH=$work PATH=$VENV_BIN:$PATH ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 export MOLECULE_NO_LOG=false ANSIBLE_HOST_KEY_CHECKING=false
 
