@@ -172,6 +172,12 @@ def test_untracked_and_pre_dnat_policies_render_in_raw_and_mangle_only() -> None
     assert pre[0] == "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" and pre[-1].endswith("-j RETURN")
     assert table.mangle["cali-from-host-endpoint"] == ["-i eth0 -g cali-fh-eth0", "-g cali-fh-*"]
     assert "cali-th-eth0" not in table.mangle  # preDNAT is ingress only
+    _, model = model_for(host_endpoints=heps, global_network_policies=gnps,
+                         params=PolicyParams(mangle_allow_action="RETURN"))
+    mangle = Renderer().render(model).mangle  # type: ignore[arg-type]
+    assert mangle is not None and mangle["cali-PREROUTING"][-1] == "-m mark --mark 0x10000/0x10000 -j RETURN"
+    assert mangle["cali-fh-*"][:2] == ["-m conntrack --ctstate RELATED,ESTABLISHED -j MARK --set-xmark 0x10000/0x10000",
+                                       "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"]
 
 
 def test_host_endpoints_resolve_by_name_wildcard_or_expected_ips() -> None:

@@ -455,16 +455,20 @@ def mangle_chains(model: PolicyModel) -> dict[str, list[str]]:
     hosts = {i: ep for i, ep in model.hosts.items() if ep.pre_dnat_ingress}
     chains: dict[str, list[str]] = {}
     for iface, ep in hosts.items():
-        chains[endpoint_chain("cali-fh-", iface)] = [*_conntrack_head(p)[:-1], f"-j {FAILSAFE_IN}",
-                                                     _clear(ACCEPT | PASS)] + _tier_rules(
+        head = _conntrack_head(p)[:-1]
+        if p.mangle_allow_action == "RETURN":  # as Felix: mark it accepted, then return
+            established = "-m conntrack --ctstate RELATED,ESTABLISHED"
+            head[:1] = [f"{established} {_set_mark(ACCEPT)}", f"{established} -j RETURN"]
+        chains[endpoint_chain("cali-fh-", iface)] = [*head, f"-j {FAILSAFE_IN}", _clear(ACCEPT | PASS)] + _tier_rules(
             ep.pre_dnat_ingress, "i", "DROP", tracked=False)
     named = [i for i in hosts if i != "*"]
     chains.update(Renderer._dispatch(FROM_HEP, "-i", "cali-fh-", named, final=None))
     if "*" in hosts:
         chains[FROM_HEP].append(f"-g {endpoint_chain('cali-fh-', '*')}")
     chains[FAILSAFE_IN] = _failsafe(p.failsafe_in, "dport")
-    chains[MANGLE_PREROUTING] = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", f"{_mark(ACCEPT)} -j ACCEPT",
-                                 f"-j {FROM_HEP}", f"{_mark(ACCEPT)} -j ACCEPT"]
+    allow = p.mangle_allow_action
+    chains[MANGLE_PREROUTING] = [f"-m conntrack --ctstate RELATED,ESTABLISHED -j {allow}",
+                                 f"{_mark(ACCEPT)} -j {allow}", f"-j {FROM_HEP}", f"{_mark(ACCEPT)} -j {allow}"]
     return chains
 
 

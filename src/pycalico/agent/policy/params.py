@@ -19,6 +19,7 @@ class PolicyParams:
     # which is what the users of this collection expect: pods may reach their own node.
     endpoint_to_host_action: str = "ACCEPT"
     filter_deny_action: str = "DROP"
+    mangle_allow_action: str = "ACCEPT"  # RETURN: later mangle PREROUTING rules still see allowed packets
     chain_insert_mode: str = "insert"
     interface_prefixes: tuple[str, ...] = ("cali",)
     log_prefix: str = "calico-packet"
@@ -47,6 +48,9 @@ class PolicyParams:
         deny = raw("iptablesFilterDenyAction")
         if isinstance(deny, str) and deny.upper() in ("DROP", "REJECT"):
             values["filter_deny_action"] = deny.upper()
+        mangle = raw("iptablesMangleAllowAction")
+        if isinstance(mangle, str) and mangle.upper() in ("ACCEPT", "RETURN"):
+            values["mangle_allow_action"] = mangle.upper()
         mode = raw("chainInsertMode")
         if isinstance(mode, str) and mode.lower() in ("insert", "append"):
             values["chain_insert_mode"] = mode.lower()
