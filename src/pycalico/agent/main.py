@@ -270,6 +270,8 @@ class Agent:
             # rounds until the endpoints are listed: each writes what the endpoints seen meanwhile need
             while not self.typed["weps"].synced.is_set() and not self.stop_event.is_set():
                 inputs, _ = self.policy_snapshot({}, [])
+                if self.typed["weps"].synced.is_set():
+                    return  # listed meanwhile: the complete apply takes it from here
                 try:
                     stats = self._policy_engine().prewrite(inputs)
                 except Exception:  # noqa: BLE001 - an optimisation: the complete apply writes it all anyway
@@ -278,7 +280,7 @@ class Agent:
                 if stats.errors or self._policy_engine().model is not None:
                     return
                 if stats.changed:
-                    log.info("policy: %d chains prewritten (%d sets created) in %.1f ms while endpoints are listed",
+                    log.info("policy: %d chains prewritten, %d set changes in %.1f ms while endpoints are listed",
                              stats.chains_written, stats.set_changes, stats.seconds * 1000)
                 else:
                     self.stop_event.wait(0.02)
