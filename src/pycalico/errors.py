@@ -121,8 +121,33 @@ class NotReady(PycalicoError):
 
 
 class DataplaneError(PycalicoError):
-    """A change to the kernel's network state failed (netlink, sysctl, a name in use)."""
+    """A change to the kernel's network state failed (netlink, sysctl, a name in use,
+    an ``ip`` command of the agent's route and tunnel reconcilers)."""
 
 
 class NetnsError(DataplaneError):
     """A network namespace cannot be opened or entered."""
+
+
+class NatError(DataplaneError):
+    """The agent's NAT-outgoing rules or ipset could not be programmed."""
+
+
+class StartupError(PycalicoError):
+    """The agent cannot start: no node address, a Node record it may not take over."""
+
+
+class BirdError(PycalicoError):
+    """BIRD refused a configuration or its control socket did not answer."""
+
+
+class KubeError(PycalicoError):
+    """The Kubernetes API answered, but not with what is needed (e.g. the pod does not exist)."""
+
+
+class KubeUnavailable(KubeError):
+    """The Kubernetes API could not be reached or failed (try again later)."""
+
+
+class AnnotationError(ValidationError, KubeError):
+    """A pod's or namespace's annotation holds a value that is not allowed."""

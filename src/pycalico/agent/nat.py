@@ -12,16 +12,14 @@ from __future__ import annotations
 import logging
 import subprocess
 
+from pycalico.errors import NatError
+
 log = logging.getLogger(__name__)
 
 MASQ_SET = "cali40masq-ipam-pools"
 ALL_SET = "cali40all-ipam-pools"
 HOOK_COMMENT = "cali:O3lYWMrLQYEMJtB5"
 MASQ_COMMENT = "cali:flqWnvo8yq4ULQLa"
-
-
-class NatError(Exception):
-    pass
 
 
 def _count_rules(cmd: str) -> int:

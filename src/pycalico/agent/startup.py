@@ -16,17 +16,20 @@ from pycalico.agent.calc import node_vtep_mac, pod_mtu
 from pycalico.agent.settings import AgentSettings, mode
 from pycalico.cluster import ClusterMismatch, claim_cluster
 from pycalico.datastore.settle import read_to_settle
-from pycalico.errors import OutcomeUnknown, ResourceExists, ResourceNotFound, RevisionConflict, ValidationError
+from pycalico.errors import (
+    OutcomeUnknown,
+    ResourceExists,
+    ResourceNotFound,
+    RevisionConflict,
+    StartupError,
+    ValidationError,
+)
 from pycalico.ipam import tunnel_attrs, tunnel_handle
 from pycalico.model import ClusterInformation, IPPool, Node, ResourceStore
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POOL_NAME = "default-ipv4-ippool"
-
-
-class StartupError(Exception):
-    pass
 
 
 def write_file(path: Path, text: str) -> None:

@@ -6,9 +6,7 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
-
-class BirdError(Exception):
-    pass
+from pycalico.errors import BirdError
 
 
 def check_config(path: str, bird: str = "bird") -> str | None:

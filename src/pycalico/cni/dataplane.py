@@ -157,17 +157,6 @@ class Dataplane:
         found = ipr.link_lookup(ifname=ifname)
         return found[0] if found else None
 
-    @staticmethod
-    def _get_index(ipr: IPRoute, ifname: str) -> int | None:
-        """One RTM_GETLINK by name (no dump)."""
-        try:
-            links = list(ipr.link("get", ifname=ifname))
-        except netlink_errors() as exc:
-            if _errno(exc) in (errno.ENODEV, errno.ENOENT):
-                return None
-            raise
-        return int(links[0]["index"]) if links else None
-
     def _delete_host_link(self, ifname: str) -> bool:
         return self._delete_link(self.rtnl, ifname)
 
@@ -234,14 +223,6 @@ class Dataplane:
         except BaseException:
             self.abort_pod(pending)
             raise
-
-    def finish_pod(self, pending: PendingPod, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
-        """Addresses and routes on both sides. The caller aborts on failure."""
-        try:
-            self.address_pod(pending, addresses)
-            self.route_to_pod(pending, addresses)
-        finally:
-            pending.release()
 
     def address_pod(self, pending: PendingPod, addresses: Sequence[ipaddress.IPv4Interface]) -> None:
         """The pod's side only (its netns: nobody else's): addresses, the 169.254.1.1
@@ -361,9 +342,6 @@ class Dataplane:
             time.sleep(0.002)
         if not done.done():
             done.result(timeout=max(0.0, deadline - time.monotonic()) + 30)
-
-    def host_link_exists(self, host_ifname: str) -> bool:
-        return self._index(self.ipr, host_ifname) is not None
 
     # ---- CHECK -----------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import ipaddress
 import json
 import os
 import ssl
@@ -27,21 +28,13 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycalico.errors import PycalicoError
+from pycalico.errors import AnnotationError, KubeError, KubeUnavailable
 
 IP_ADDRS_ANNOTATION = "cni.projectcalico.org/ipAddrs"
 IPV4_POOLS_ANNOTATION = "cni.projectcalico.org/ipv4pools"
 NAMESPACE_LABEL = "projectcalico.org/namespace"
 ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
 SERVICE_ACCOUNT_LABEL = "projectcalico.org/serviceaccount"
-
-
-class KubeError(PycalicoError):
-    """The API server answered, but not with what the pod needs (e.g. the pod does not exist)."""
-
-
-class KubeUnavailable(KubeError):
-    """The API server could not be reached or failed (the caller should try again later)."""
 
 
 @dataclass(frozen=True)
@@ -162,9 +155,24 @@ def _json_list(value: str, what: str) -> list[str]:
     except ValueError:
         items = None
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        raise KubeError(f"annotation {what}: invalid value {value!r}; allowed: a JSON list of strings, "
-                        "e.g. [\"10.244.1.5\"]")
+        raise AnnotationError(f"annotation {what}", value, 'a JSON list of strings, e.g. ["10.244.1.5"]')
     return items
+
+
+def _fixed_addresses(value: str) -> list[str]:
+    """``ipAddrs``: at most one IPv4 address (IPv6 ones are not ours to assign: ignored)."""
+    out = []
+    for item in _json_list(value, IP_ADDRS_ANNOTATION):
+        try:
+            addr = ipaddress.ip_address(item)
+        except ValueError:
+            raise AnnotationError(f"annotation {IP_ADDRS_ANNOTATION}", value,
+                                  'a JSON list of IP addresses, e.g. ["10.244.1.5"]') from None
+        if addr.version == 4:
+            out.append(str(addr))
+    if len(out) > 1:
+        raise AnnotationError(f"annotation {IP_ADDRS_ANNOTATION}", value, "at most one IPv4 address")
+    return out
 
 
 def container_ports(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -191,8 +199,7 @@ def pod_info(client: KubeClient, namespace: str, name: str, cache: Any = None) -
     service_account = str((pod.get("spec") or {}).get("serviceAccountName") or "default")
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     labels.update({NAMESPACE_LABEL: namespace, ORCHESTRATOR_LABEL: "k8s", SERVICE_ACCOUNT_LABEL: service_account})
-    ip_addrs = _json_list(annotations[IP_ADDRS_ANNOTATION], IP_ADDRS_ANNOTATION) \
-        if IP_ADDRS_ANNOTATION in annotations else []
+    ip_addrs = _fixed_addresses(annotations[IP_ADDRS_ANNOTATION]) if IP_ADDRS_ANNOTATION in annotations else []
     pools: list[str] = []
     if IPV4_POOLS_ANNOTATION in annotations:
         pools = _json_list(annotations[IPV4_POOLS_ANNOTATION], IPV4_POOLS_ANNOTATION)

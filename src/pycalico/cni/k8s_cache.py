@@ -1,11 +1,12 @@
-"""Pods and namespaces mirrored from the Kubernetes API for the CNI fast path, so that an ADD
-served by the agent makes no API round trip (issue 12; the in-process plugin does GETs).
+"""Pods, namespaces and service accounts mirrored from the Kubernetes API for the CNI fast
+path, so that an ADD served by the agent makes no API round trip (issue 12; the in-process
+plugin does GETs).
 
 List (in pages, ``limit``/``continue``) then watch from the list's ``resourceVersion`` with
 bookmarks; a dropped stream resumes from the last version seen; ``410 Gone`` (the version
 was compacted away) re-lists. Pods are kept only when they run on this node
-(``spec.nodeName``), namespaces all. A lookup that misses (a pod the watch has not delivered
-yet) returns None and the caller GETs it.
+(``spec.nodeName``), namespaces and service accounts all. A lookup that misses (a pod the
+watch has not delivered yet) returns None and the caller GETs it.
 """
 
 from __future__ import annotations
@@ -155,24 +156,33 @@ class KubeMirror:
 
 
 class PodCache:
-    """This node's pods and every namespace, for ``pycalico.cni.k8s.pod_info``."""
+    """This node's pods, every namespace and every service account, for
+    ``pycalico.cni.k8s.pod_info``."""
 
     def __init__(self, client: KubeClient, nodename: str) -> None:
         self.pods = KubeMirror(client, "/api/v1/pods",
                                keep=lambda pod: (pod.get("spec") or {}).get("nodeName") == nodename)
         self.namespaces = KubeMirror(client, "/api/v1/namespaces")
+        self.service_accounts = KubeMirror(client, "/api/v1/serviceaccounts")
+        self.mirrors = (self.pods, self.namespaces, self.service_accounts)
 
     def start(self) -> PodCache:
-        self.pods.start()
-        self.namespaces.start()
+        for mirror in self.mirrors:
+            mirror.start()
         return self
 
     def stop(self) -> None:
-        self.pods.stop()
-        self.namespaces.stop()
+        for mirror in self.mirrors:
+            mirror.stop()
+
+    def synced(self) -> bool:
+        return all(mirror.synced.is_set() for mirror in self.mirrors)
 
     def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.pods.get(namespace, name)
 
     def namespace(self, name: str) -> dict[str, Any] | None:
         return self.namespaces.get("", name)
+
+    def service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.service_accounts.get(namespace, name)

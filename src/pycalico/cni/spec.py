@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pycalico.errors import PycalicoError
+
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = "1.1.0"
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
@@ -39,8 +41,9 @@ DELEGATE_FAILED = 107
 _CONTAINER_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 
 
-class CniError(Exception):
-    """An error the plugin reports as spec JSON on stdout with a non-zero exit."""
+class CniError(PycalicoError):
+    """An error the plugin reports as spec JSON on stdout with a non-zero exit: the one
+    pycalico error that already carries its CNI code."""
 
     def __init__(self, code: int, msg: str, details: str = "") -> None:
         super().__init__(msg)

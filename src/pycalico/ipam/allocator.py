@@ -479,30 +479,32 @@ class IPAM:
         assert uncertain is not None
         raise uncertain
 
-    def assign_ip(self, ip: str, handle: str, attrs: dict[str, str], host: str) -> None:
-        """Assign one given address (e.g. a requested IP). Claims its block if free."""
+    def assign_ip(self, ip: str, handle: str, attrs: dict[str, str], host: str, *,
+                  extra_puts: ExtraPuts | None = None) -> list[IPv4or6Interface]:
+        """Assign one given address (a requested IP) to ``handle``, claiming its block for
+        ``host`` when no block holds it yet. The block, the handle and ``extra_puts``' keys
+        go in one transaction, as in ``auto_assign`` (and KeyExists when one of those keys
+        exists, nothing assigned). IPAMError when the address is in no pool, its pool is
+        disabled, or it is taken."""
         addr = ipaddress.ip_address(ip)
         pools = [p for p in self.store.list(IPPool) if addr in p.network]
         if not pools:
             raise IPAMError(f"{ip} is not in any IP pool")
         pool = pools[0]
+        if pool.disabled:
+            raise IPAMError(f"{ip} is in pool {pool.name}, which is disabled")
         cidr = str(ipaddress.ip_network(f"{addr}/{pool.block_size}", strict=False))
+        ordinal = int(addr) - int(ipaddress.ip_network(cidr).network_address)
+        extras = _Extras(extra_puts, 1) if extra_puts is not None else None
         with self.host_lock(host):
             if self._read_block(cidr) is None:
                 self._claim(host, cidr)
-            ordinal = int(addr) - int(ipaddress.ip_network(cidr).network_address)
-            if not self._assign_in_block(cidr, 1, handle, attrs, None, ordinal=ordinal):
+            got = self._assign_in_block(cidr, 1, handle, attrs, None, extras=extras, ordinal=ordinal)
+            if not got:
                 raise IPAMError(f"block {cidr} vanished while assigning {ip}")
+            return got
 
     # ---- release ----------------------------------------------------------------------
-    def _write_or_delete_block(self, block: AllocationBlock, rev: int) -> None:
-        if block.is_empty() and block.affinity is None:
-            if not self.client.delete(keys.block_key(block.cidr), mod_revision=rev):
-                raise KeyNotFound(keys.block_key(block.cidr))
-        else:
-            block.bump()
-            self.client.update(keys.block_key(block.cidr), json.dumps(block.to_json()), rev)
-
     def release_by_handle(self, handle: str) -> int:
         """Free every address of ``handle``. Idempotent; returns how many were freed.
         A commit whose reply was lost is settled by the next read of the handle: it no

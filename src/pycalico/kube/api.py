@@ -22,6 +22,7 @@ from lightkube.core.generic_client import ALL_NS
 from lightkube.resources.core_v1 import Namespace, Node, Pod, ServiceAccount
 from lightkube.resources.networking_v1 import NetworkPolicy
 
+from pycalico import errors
 from pycalico.errors import PycalicoError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class KubeError(PycalicoError):
         self.code, self.reason, self.message = code, reason, message
 
 
-class KubeUnavailable(PycalicoError):
+class KubeUnavailable(errors.KubeUnavailable):
     """The API server could not be reached (network, TLS, timeout)."""
 
     def __init__(self, server: str, detail: str) -> None:
