@@ -67,6 +67,8 @@ def test_offline_install_is_idempotent(playbook, tmp_path):
     second = playbook(pb, *args)
     assert second.returncode == 0, second.stdout + second.stderr
     assert recap(second.stdout)["changed"] == 0, second.stdout
+    checked = playbook(pb, *args, "--check", "--diff")  # ansible.builtin.pip: a converged venv shows no change
+    assert checked.returncode == 0 and recap(checked.stdout)["changed"] == 0, checked.stdout
 
     # New code (same version number): the wheel differs, so it is copied and reinstalled.
     init = source / "src" / "pycalico" / "__init__.py"
