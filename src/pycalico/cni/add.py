@@ -2,19 +2,23 @@
 
 Steps, each undone by what it pushes:
 
+- ``pod``      Kubernetes mode (``policy.type: k8s``): the pod's labels, profiles, service
+               account, ports and address annotations, from the server's watch or a GET;
+               the API unreachable fails the ADD (11) before anything is made;
 - ``ready``    ClusterInformation ready, the Node known, the network's profile there;
 - ``veth``     the veth pair, host side configured and up (undo: delete it);
 - ``assign``   the addresses (pycalico-ipam: the endpoint goes in IPAM's etcd
-               transaction, one write per ADD; delegated IPAM: the plugin's ADD)
+               transaction, one write per ADD; a pod's ``ipAddrs`` through
+               ``assign_ip``, its ``ipv4pools`` as the pools; delegated IPAM: the plugin's ADD)
                (undo: release exactly those addresses, delete that endpoint);
 - ``address``  the pod's side: addresses and its default route;
 - ``route``    the host's /32 route to the pod: shared with every other pod, so only
                for addresses IPAM has committed to this one;
 - ``endpoint`` the WorkloadEndpoint, unless ``assign`` wrote it (undo: delete it).
 
-Two orders, the same stack. In order (in-process, or a busy server): ready, veth,
+Two orders, the same stack. In order (in-process, or a busy server): pod, ready, veth,
 assign, address, route, endpoint. Overlapped (the server when it is not busy):
-ready + assign on a helper thread while this one makes the veth; the pod is addressed
+pod + ready + assign on a helper thread while this one makes the veth; the pod is addressed
 with what IPAM is committing as soon as it is offered (a lost race means readdressing).
 Any failure waits for the helper, then runs the stack backwards.
 """
@@ -29,6 +33,7 @@ from concurrent.futures import Future, wait
 from typing import Any
 
 from pycalico.cni import delegated, endpoint, names
+from pycalico.cni.k8s import PodInfo, pod_info
 from pycalico.cni.netconf import OWN_IPAM, NetConf
 from pycalico.cni.runtime import Runtime, ensure_ready, resolve_mtu, resolve_nodename
 from pycalico.cni.spec import CniRequest, Interface, IPConfig, Result
@@ -77,6 +82,7 @@ class AddTransaction:
         self.addresses: Addresses = []  # committed by IPAM
         self.addressed: Addresses | None = None  # what the pod's side carries now
         self.endpoint_written = False
+        self.pod: PodInfo | None = None  # Kubernetes mode, from the pod step
         self._offer = _Offer()
         self._undo: list[tuple[str, Callable[[], object]]] = []
         self._undo_lock = threading.Lock()  # the helper thread pushes too
@@ -100,6 +106,7 @@ class AddTransaction:
         return self.result().to_json(self.conf.cni_version)
 
     def _in_order(self) -> None:
+        self.step_pod()
         self.step_ready()
         self.step_veth()
         self.step_assign()
@@ -120,6 +127,7 @@ class AddTransaction:
         self.step_route()
 
     def _datastore_steps(self) -> None:
+        self.step_pod()
         self.step_ready()
         self.step_assign()
 
@@ -138,6 +146,12 @@ class AddTransaction:
                 log.exception("ADD %s: undoing %s failed", self.req.container_id, step)
 
     # ---- steps -------------------------------------------------------------------------
+
+    def step_pod(self) -> None:
+        if self.conf.policy_type != "k8s" or not self.workload.is_k8s:
+            return
+        client, cache = self.rt.kube(self.conf, self.node)
+        self.pod = pod_info(client, self.workload.namespace, self.workload.workload, cache)
 
     def step_ready(self) -> None:
         ensure_ready(self.ctx, self.node, self.rt, self.conf,
@@ -161,14 +175,21 @@ class AddTransaction:
         ipam = self.ctx.ipam
         handle = names.handle_id(self.conf.name, self.req.container_id, self.req.ifname)
         attrs = endpoint.ipam_attrs(self.node, self.workload)
-        pools = self.conf.ipam.ipv4_pools or None
+        pools = (self.pod.ipv4_pools if self.pod else None) or self.conf.ipam.ipv4_pools or None
+        fixed = self.pod.ip_addrs[0] if self.pod and self.pod.ip_addrs else ""
+
+        def assign(extra_puts: Any) -> list[Any]:
+            if fixed:
+                return ipam.assign_ip(fixed, handle, attrs, self.node, extra_puts=extra_puts)
+            return ipam.auto_assign(handle, attrs, self.node, 1, pools=pools, extra_puts=extra_puts)
+
         try:
-            got = ipam.auto_assign(handle, attrs, self.node, 1, pools=pools, extra_puts=self._endpoint_put)
+            got = assign(self._endpoint_put)
             written = True
         except KeyExists:
             # An endpoint of this name exists (an earlier attempt, or this attachment's
             # first ADD): the endpoint step replaces it once the veth is known to be ours.
-            got = ipam.auto_assign(handle, attrs, self.node, 1, pools=pools)
+            got = assign(None)
             written = False
         addrs = endpoint.pod_addresses(got)
         self._push("assign", lambda: ipam.release_ips([str(a.ip) for a in addrs]))
@@ -208,7 +229,7 @@ class AddTransaction:
     # ---- what it writes and answers ----------------------------------------------------
 
     def build_endpoint(self, addrs: Addresses) -> Any:
-        return endpoint.build(self.conf, self.node, self.workload, self.host_if, self.mac, addrs)
+        return endpoint.build(self.conf, self.node, self.workload, self.host_if, self.mac, addrs, self.pod)
 
     def result(self) -> Result:
         return Result(

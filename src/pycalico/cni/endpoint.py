@@ -56,8 +56,6 @@ def build(conf: NetConf, node: str, w: names.Workload, host_if: str, mac: str,
     else:
         spec["workload"] = w.workload
     metadata: dict[str, Any] = {"annotations": {NETWORK_ANNOTATION: conf.name}}
-    if w.is_k8s and conf.policy_type == "k8s":
-        spec["profiles"] = [f"kns.{w.namespace}"]
     if pod is not None:
         spec["profiles"] = list(pod.profiles)
         spec["serviceAccountName"] = pod.service_account

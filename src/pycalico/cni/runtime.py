@@ -51,6 +51,7 @@ class Runtime:
         self.mirror = mirror
         self.syncer = syncer  # the agent's: mirror through its watches when it serves our etcd
         self._contexts: dict[tuple[str, ...], Context] = {}
+        self._kube: dict[str, tuple[Any, Any]] = {}  # kubeconfig → (KubeClient, PodCache or None)
         self._lock = threading.Lock()
         self._local = threading.local()
         self.profiles_ensured: set[tuple[Any, ...]] = set()  # network profiles known to exist
@@ -74,6 +75,24 @@ class Runtime:
                 ctx = Context(client, ResourceStore(client), IPAM(client, lock_dir=key[-1] or None))
                 self._contexts[key] = ctx
             return ctx
+
+    def kube(self, conf: NetConf, node: str) -> tuple[Any, Any]:
+        """Kubernetes mode: the API client for the config's kubeconfig and, in the server
+        (``mirror``), the watch of this node's pods, namespaces and service accounts that
+        answers an ADD without a round trip. Imported only in Kubernetes mode."""
+        with self._lock:
+            found = self._kube.get(conf.kubeconfig)
+            if found is None:
+                from pycalico.cni.k8s import KubeClient
+
+                client = KubeClient(conf.kubeconfig)
+                cache = None
+                if self.mirror:
+                    from pycalico.cni.k8s_cache import PodCache
+
+                    cache = PodCache(KubeClient(conf.kubeconfig), node).start()
+                found = self._kube[conf.kubeconfig] = (client, cache)
+            return found
 
     def dataplane(self) -> Any:
         dp = getattr(self._local, "dataplane", None)
@@ -124,6 +143,10 @@ class Runtime:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
+        for client, cache in self._kube.values():
+            if cache is not None:
+                cache.stop()
+            client.close()
         for ctx in self._contexts.values():
             if isinstance(ctx.client, CachingEtcdClient):
                 ctx.client.stop_mirror()
