@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv test test-fast test-python test-collection test-molecule test-vm lint bench lab lab-down clean
+.PHONY: help deps venv test test-fast test-python test-collection test-molecule test-vm test-day2 lint bench lab lab-down clean
 
 help:
 	@echo "make lab       deploy a real pycalico network on local test hosts"
@@ -53,6 +53,10 @@ test-vm: deps venv
 
 test-molecule: deps venv
 	scripts/molecule.sh $(SCENARIOS)
+
+# Day-2 operations on podman hosts (~25 min, not in `make test`): live encapsulation migration.
+test-day2: deps venv
+	scripts/molecule.sh migrate
 
 bench: deps venv
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
