@@ -80,7 +80,8 @@ def _model_error(variable, err):
 
 def _cidr(variable, value):
     """Parsed by the model's own parse_cidr (host bits, syntax); IPv4 only for now."""
-    validation_error, _, _, parse_cidr = _model()
+    model = _model()
+    validation_error, parse_cidr = model[0], model[3]
     text = str(value).strip()
     if "/" not in text:
         _fail(variable, value, "an IPv4 CIDR such as 172.20.0.0/16", "no prefix length")
@@ -108,7 +109,8 @@ POOL_FIELD_VARIABLES = {
 def _check_pool(pool_var, name, cidr, block_size, ipip, vxlan, nat):
     """The default pool as the agent and the ippool module will write it, validated by the
     model (block size range and fit, link-local overlap, modes): what fails on a host fails here."""
-    validation_error, _, ippool, _ = _model()
+    model = _model()
+    validation_error, ippool = model[0], model[2]
     pool = ippool(name, {"cidr": str(cidr), "blockSize": block_size, "ipipMode": ipip, "vxlanMode": vxlan,
                          "natOutgoing": nat})
     pool.apply_defaults()
