@@ -183,3 +183,20 @@ def test_api_unreachable_is_try_again_later_and_no_pod_without_labels(cni: CniEn
     missing = cni.cni("ADD", cid, path, conf=conf, args=args)  # the API is back; the pod does not exist
     assert missing.code != 0 and "not found in the Kubernetes API" in missing.json["msg"]
     assert leftovers(cni) == clean
+
+
+def test_a_new_sandbox_of_a_pod_takes_its_fixed_address_over(cni: CniEnv, kube: KubeApiServer,
+                                                              conf: dict[str, Any], pods) -> None:
+    fixed = f"10.78.4.{20 + (1 if cni.fast else 2)}"
+    path, cid, args = make_pod(cni, kube, pods, "dev",
+                               annotations={"cni.projectcalico.org/ipAddrs": json.dumps([fixed])})
+    first = cni.cni("ADD", cid, path, conf=conf, args=args)
+    assert first.code == 0, first
+    netns2, path2, cid2 = cni.new_pod(uuid.uuid4().hex[:6])  # kubelet's new sandbox of the same pod
+    pods.append((netns2, path2, cid2, args))
+    second = cni.cni("ADD", cid2, path2, conf=conf, args=args)
+    assert second.code == 0, second
+    assert second.json["ips"][0]["address"] == f"{fixed}/32"
+    assert endpoint_of(cni, cid2).spec["ipNetworks"] == [f"{fixed}/32"]
+    assert [str(ip) for ip in IPAM(cni.client).ips_by_handle(f"k8s-pod-network.{cid2}")] == [fixed]
+    assert IPAM(cni.client).ips_by_handle(f"k8s-pod-network.{cid}") == []

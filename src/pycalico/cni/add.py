@@ -38,7 +38,7 @@ from pycalico.cni.netconf import OWN_IPAM, NetConf
 from pycalico.cni.runtime import Runtime, ensure_ready, resolve_mtu, resolve_nodename
 from pycalico.cni.spec import CniRequest, Interface, IPConfig, Result
 from pycalico.errors import KeyExists
-from pycalico.model import wep_name
+from pycalico.model import WorkloadEndpoint, wep_name
 
 log = logging.getLogger("pycalico.cni")
 
@@ -178,6 +178,9 @@ class AddTransaction:
         pools = (self.pod.ipv4_pools if self.pod else None) or self.conf.ipam.ipv4_pools or None
         fixed = self.pod.ip_addrs[0] if self.pod and self.pod.ip_addrs else ""
 
+        if fixed:
+            self._release_earlier_sandbox()
+
         def assign(extra_puts: Any) -> list[Any]:
             if fixed:
                 return ipam.assign_ip(fixed, handle, attrs, self.node, extra_puts=extra_puts)
@@ -196,6 +199,15 @@ class AddTransaction:
         if written:
             self._written()
         self.addresses = addrs
+
+    def _release_earlier_sandbox(self) -> None:
+        """A fixed address held by an earlier sandbox of this pod (its endpoint, another
+        container ID): released first, as Calico does, so the new sandbox can take it."""
+        old = self.ctx.store.get(WorkloadEndpoint, self.endpoint_name, self.workload.namespace)
+        if old is not None and old.container_id != self.req.container_id and old.ip_networks:
+            log.info("ADD %s: releasing %s of the pod's earlier sandbox %s", self.req.container_id,
+                     old.ip_networks, old.container_id)
+            self.ctx.ipam.release_ips([network.split("/")[0] for network in old.ip_networks])
 
     def _endpoint_put(self, assigned: list[Any]) -> dict[str, str]:
         """The endpoint for the addresses IPAM's transaction is about to commit."""
