@@ -92,8 +92,11 @@ class Cluster:
             install(bin_dir, sys.executable)
         return str(bin_dir)
 
-    def add_pod_cni(self, host: Host, name: str, *, fast: bool = True) -> Pod:
-        """A pod made by the real CNI plugin: through the agent's socket (``fast``) or in-process."""
+    def add_pod_cni(self, host: Host, name: str, *, fast: bool = True, namespace: str = "default",
+                    kubeconfig: str = "") -> Pod:
+        """A pod made by the real CNI plugin: through the agent's socket (``fast``) or in-process.
+        With ``kubeconfig``, in the plugin's Kubernetes mode (``policy.type: k8s``): the pod
+        ``namespace/name`` must exist in that API."""
         pod_ns = f"{host.ns}-{name}"
         sh("ip", "netns", "add", pod_ns)
         self.topo._namespaces.append(pod_ns)
@@ -107,9 +110,12 @@ class Cluster:
             "ipam_lock_file": str(host.run_dir / "ipam.lock"), "log_file_path": str(host.dir / "cni.log"),
             "mtu": 0, "ipam": {"type": "pycalico-ipam"},
         }
+        if kubeconfig:
+            conf.update({"kubernetes": {"kubeconfig": kubeconfig}, "policy": {"type": "k8s"}})
         cni_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container,
                    "CNI_NETNS": f"/run/netns/{pod_ns}", "CNI_IFNAME": "eth0", "CNI_PATH": self.cni_bin(),
-                   "CNI_ARGS": f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={container}"}
+                   "CNI_ARGS": f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};"
+                               f"K8S_POD_INFRA_CONTAINER_ID={container}"}
         if fast:
             cni_env["PYCALICO_CNI_SOCKET"] = str(host.run_dir / "cni.sock")
         else:
@@ -186,11 +192,15 @@ def ping_summary(proc: subprocess.Popen[str]) -> tuple[int, int]:
 
 @contextmanager
 def running_cluster(etcd_cluster: EtcdCluster, client: EtcdClient, prefix: str, subnets: list[int], *,
-                    outside: bool = False, env: dict[str, str] | None = None) -> Iterator[Cluster]:
+                    outside: bool = False, env: dict[str, str] | None = None,
+                    forward_ports: list[int] | None = None) -> Iterator[Cluster]:
+    """``forward_ports``: more loopback ports the nodes reach on the host, as they reach etcd's
+    (e.g. a stand-in Kubernetes API)."""
     base = etcd_env(etcd_cluster)
     base.update({"PYCALICO_RESYNC_INTERVAL": "2", "PYCALICO_STATUS_INTERVAL": "5"})
     base.update(env or {})
-    with Topology(prefix, subnets, etcd_ports=etcd_ports(etcd_cluster), base_env=base, outside=outside) as topo:
+    ports = etcd_ports(etcd_cluster) + list(forward_ports or [])
+    with Topology(prefix, subnets, etcd_ports=ports, base_env=base, outside=outside) as topo:
         cluster = Cluster(topo, client)
         try:
             yield cluster

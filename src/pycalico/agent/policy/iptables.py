@@ -173,9 +173,9 @@ class Renderer:
             args += ["-m", "set", "--match-set", self._nets_set(side.nets), direction]
         if side.set:
             args += ["-m", "set", "--match-set", side.set, direction]
-        if len(side.not_nets) == 1:
+        if len(side.not_nets) == 1 and len(side.nets) != 1:
             args += ["!", f"-{flag[0]}", side.not_nets[0]]
-        elif side.not_nets:
+        elif side.not_nets:  # a set: iptables takes one -s (or -d) per rule
             args += ["-m", "set", "!", "--match-set", self._nets_set(side.not_nets), direction]
         if side.not_set:
             args += ["-m", "set", "!", "--match-set", side.not_set, direction]
