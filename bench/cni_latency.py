@@ -14,7 +14,8 @@ agent socket (fast), then in-process (fallback).
 
 Then Kubernetes mode (``policy.type: k8s``, a kubeconfig for the stand-in API server of
 tests/support, pods created in it beforehand with this node's name): sequential ADD+DEL
-pairs through the fast path, against the reference again (``CNI_BENCH_SKIP_K8S=1`` skips it).
+pairs through the fast path, against the reference again (``CNI_BENCH_SKIP_K8S=1`` skips it,
+``CNI_BENCH_ONLY_K8S=1`` runs it alone, as ``bench/kube.py`` does).
 
 Last line: ``RESULT add_p50_ratio=<x> add_p99_ratio=<x> del_p50_ratio=<x> concurrent_ratio=<x>``
 (fast path / reference; the in-process ratios are on the ``INPROCESS`` line before it, the
@@ -208,6 +209,9 @@ def run(env: CniEnv) -> None:
     ref = Plugin("ptp+host-local (Go)", env, f"{DEBIAN_CNI}/ptp", ref_conf, {})
 
     print(f"interpreter: {sys.executable}; launcher: {(env.bin_dir / 'pycalico').read_text().splitlines()[0]}")
+    if os.environ.get("CNI_BENCH_ONLY_K8S"):  # bench/kube.py's third measure
+        print(kubernetes_mode(env, ours_conf, ref))
+        return
     # Each of our paths is measured in its own phase, interleaved with the reference: run
     # side by side, in-process callers would keep the server's remembered blocks stale.
     phases = [fast] if os.environ.get("CNI_BENCH_SKIP_INPROC") else [fast, inproc]
