@@ -308,6 +308,9 @@ class Dataplane:
         elif any(r.dev == VXLAN_DEVICE for r in held.values()) or (
                 not held and any(r.dev == VXLAN_DEVICE for r in self.held.values())):
             self._vxlan_keep_until = now + HANDOVER_DEVICE_GRACE
+        elif desired.bird_routed and self._vxlan_ready and not self._vxlan_keep_until:
+            # nothing held (BIRD was first here), but peers whose BIRD is slower still send VXLAN
+            self._vxlan_keep_until = now + HANDOVER_DEVICE_GRACE
         keep_vxlan = desired.vxlan is None and now < self._vxlan_keep_until
         vxlan_ready = self._vxlan_ready
         if keep_vxlan:
