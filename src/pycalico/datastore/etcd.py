@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -685,13 +686,29 @@ class Pages:
         return kvs, bool(resp.get("more")) and bool(kvs), revision or int(resp["header"]["revision"])
 
     def __iter__(self) -> Iterator[list[KeyValue]]:
+        """While the caller works on a page, the next one is fetched by one helper thread
+        (its own connection), so etcd's encoding and the network overlap the caller's
+        parsing: at most two pages are held at a time."""
         page, self._first = self._first, None
         if page is None:
             return
-        yield page
-        while self._more:
-            page, self._more, _ = self._fetch(page[-1].key.encode() + b"\0", self.revision)
+        if not self._more:
             yield page
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="etcd-pages") as prefetch:
+            following: Future[tuple[list[KeyValue], bool, int]] | None = None
+            try:
+                while True:
+                    following = prefetch.submit(self._fetch, page[-1].key.encode() + b"\0", self.revision) \
+                        if self._more else None
+                    yield page
+                    if following is None:
+                        return
+                    page, self._more, _ = following.result()
+                    following = None
+            finally:
+                if following is not None:  # the caller stopped early
+                    following.cancel()
 
 
 class WatchStream:
