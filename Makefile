@@ -54,7 +54,7 @@ test-vm: deps venv
 test-molecule: deps venv
 	scripts/molecule.sh $(SCENARIOS)
 
-# Day-2 operations on podman hosts (~25 min, not in `make test`): live encapsulation migration.
+# Day-2 operations on podman hosts (50 min at load 15, not in `make test`): live encapsulation migration.
 test-day2: deps venv
 	scripts/molecule.sh migrate
 
