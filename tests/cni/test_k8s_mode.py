@@ -99,7 +99,8 @@ def test_the_endpoint_carries_the_pods_labels_profiles_and_service_account(cni: 
     if cni.fast:  # the server's watch has the pod before the ADD: no round trip for it
         _, cache = cni.server.runtime.kube(parse_netconf(conf, "1.0.0"), cni.nodename)
         name = args.split("K8S_POD_NAME=")[1]
-        assert wait_until(lambda: cache.pod("dev", name) is not None, 10)  # the pod in the server's watch
+        # the pod and its namespace in the server's watches (each kind has its own stream)
+        assert wait_until(lambda: cache.pod("dev", name) is not None and cache.namespace("dev") is not None, 10)
     before = pod_gets(kube)
     out = cni.cni("ADD", cid, path, conf=conf, args=args)
     assert out.code == 0, out
