@@ -247,12 +247,16 @@ def kubernetes_mode(env: CniEnv, ours_conf: dict[str, Any], ref: Plugin) -> str:
     """Sequential ADD+DEL in Kubernetes mode (fast path) against the reference; the pods
     exist in the stand-in API before their ADD, as a scheduled pod does for kubelet."""
     global POD_MADE
+    import contextlib
+    import shutil
     import tempfile
 
     from tests.support.kube_apiserver import KubeApiServer
 
     directory = Path(tempfile.mkdtemp(prefix="pycni-bench-kube-"))
-    with KubeApiServer(directory, bookmark_interval=1.0) as kube:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, directory, True)
+        kube = cleanup.enter_context(KubeApiServer(directory, bookmark_interval=1.0))
         kube.create("namespaces", {"metadata": {"name": "bench", "labels": {"team": "bench"}}})
         kubeconfig = kube.write_kubeconfig(directory / "kubeconfig")
         conf = {**ours_conf, "policy": {"type": "k8s"}, "kubernetes": {"kubeconfig": str(kubeconfig)}}
