@@ -19,6 +19,7 @@ import errno
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pycalico.agent.calc import Route
@@ -62,11 +63,15 @@ _DELETE = NLM_F_REQUEST | NLM_F_ACK
 _GONE = {errno.ESRCH, errno.ENOENT}
 
 
+def _prefix(cidr: str) -> tuple[str, int]:
+    net, _, length = cidr.partition("/")
+    return net, int(length or 32)
+
+
 def route_message(route: Route, protocol: int, oif: int) -> tuple[int, bytes]:
     """RTM_NEWROUTE (create or replace) for ``route`` in the main table, as
     ``ip route replace <route.ip_args()> proto <protocol>`` sends it."""
-    net, _, length = route.dst.partition("/")
-    dst_len = int(length or 32)
+    net, dst_len = _prefix(route.dst)
     flags = RTNH_F_ONLINK if route.onlink else 0
     if route.kind == "blackhole":
         kind, scope = RTN_BLACKHOLE, RT_SCOPE_UNIVERSE
@@ -86,8 +91,7 @@ def route_message(route: Route, protocol: int, oif: int) -> tuple[int, bytes]:
 
 def route_delete_message(dst: str, protocol: int, *, blackhole: bool = False) -> tuple[int, bytes]:
     """RTM_DELROUTE of ``dst`` in the main table, only if it carries ``protocol``."""
-    net, _, length = dst.partition("/")
-    dst_len = int(length or 32)
+    net, dst_len = _prefix(dst)
     body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, protocol, RT_SCOPE_NOWHERE,
                        RTN_BLACKHOLE if blackhole else 0, 0) + u32(RTA_TABLE, RT_TABLE_MAIN)
     if dst_len:
@@ -125,9 +129,6 @@ class Batch:
     errors: list[str] = field(default_factory=list)
     _indexes: dict[str, int] = field(default_factory=dict)
 
-    def __len__(self) -> int:
-        return len(self.requests)
-
     def ifindex(self, name: str) -> int | None:
         if name not in self._indexes:
             try:
@@ -144,47 +145,37 @@ class Batch:
 
     def route_replace(self, route: Route, protocol: int) -> None:
         line = "route replace " + " ".join(route.ip_args()) + f" proto {protocol}"
-        oif = 0
         if route.dev:
-            found = self._device(route.dev, line)
-            if found is None:
-                return
-            oif = found
-        kind, body = route_message(route, protocol, oif)
-        self.requests.append((kind, _REPLACE, body, line))
+            self._on_device(route.dev, line, _REPLACE, lambda oif: route_message(route, protocol, oif))
+        else:
+            kind, body = route_message(route, protocol, 0)
+            self.requests.append((kind, _REPLACE, body, line))
 
     def route_delete(self, dst: str, protocol: int, *, blackhole: bool = False) -> None:
         kind, body = route_delete_message(dst, protocol, blackhole=blackhole)
         line = f"route del {'blackhole ' if blackhole else ''}{dst} proto {protocol}"
         self.requests.append((kind, _DELETE, body, line))
 
-    def neigh_replace(self, ip: str, lladdr: str, dev: str) -> None:
-        line = f"neigh replace {ip} lladdr {lladdr} dev {dev} nud permanent"
+    def _on_device(self, dev: str, line: str, flags: int, build: Callable[[int], tuple[int, bytes]]) -> None:
         index = self._device(dev, line)
         if index is not None:
-            kind, body = neigh_message(ip, lladdr, index)
-            self.requests.append((kind, _REPLACE, body, line))
+            kind, body = build(index)
+            self.requests.append((kind, flags, body, line))
+
+    def neigh_replace(self, ip: str, lladdr: str, dev: str) -> None:
+        self._on_device(dev, f"neigh replace {ip} lladdr {lladdr} dev {dev} nud permanent", _REPLACE,
+                        lambda index: neigh_message(ip, lladdr, index))
 
     def neigh_delete(self, ip: str, dev: str) -> None:
-        line = f"neigh del {ip} dev {dev}"
-        index = self._device(dev, line)
-        if index is not None:
-            kind, body = neigh_delete_message(ip, index)
-            self.requests.append((kind, _DELETE, body, line))
+        self._on_device(dev, f"neigh del {ip} dev {dev}", _DELETE, lambda index: neigh_delete_message(ip, index))
 
     def fdb_replace(self, lladdr: str, dst: str, dev: str) -> None:
-        line = f"fdb replace {lladdr} dev {dev} dst {dst} self permanent"
-        index = self._device(dev, line)
-        if index is not None:
-            kind, body = fdb_message(lladdr, dst, index)
-            self.requests.append((kind, _REPLACE, body, line))
+        self._on_device(dev, f"fdb replace {lladdr} dev {dev} dst {dst} self permanent", _REPLACE,
+                        lambda index: fdb_message(lladdr, dst, index))
 
     def fdb_delete(self, lladdr: str, dst: str, dev: str) -> None:
-        line = f"fdb del {lladdr} dev {dev} dst {dst} self"
-        index = self._device(dev, line)
-        if index is not None:
-            kind, body = fdb_delete_message(lladdr, dst, index)
-            self.requests.append((kind, _DELETE, body, line))
+        self._on_device(dev, f"fdb del {lladdr} dev {dev} dst {dst} self", _DELETE,
+                        lambda index: fdb_delete_message(lladdr, dst, index))
 
     def commit(self) -> list[str]:
         """Send every request; the refused ones as ``<ip line>: <kernel error>`` (with the

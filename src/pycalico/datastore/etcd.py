@@ -323,18 +323,18 @@ class EtcdClient:
         kvs = resp.get("kvs") or []
         return KeyValue.from_gateway(kvs[0]) if kvs else None
 
-    def list(self, prefix: str, *, revision: int = 0) -> tuple[list[KeyValue], int]:
+    def list(self, prefix: str, *, revision: int = 0, keys_only: bool = False) -> tuple[list[KeyValue], int]:
         """All keys under ``prefix``, and the store revision they were read at. Read
         in pages of ``page_size`` keys, all at one revision (see ``pages``)."""
         for _ in range(3):
             try:
-                pages = self.pages(prefix, revision=revision)
+                pages = self.pages(prefix, revision=revision, keys_only=keys_only)
                 return [kv for page in pages for kv in page], pages.revision
             except Compacted:
                 if revision:
                     raise
                 # compacted past the pinned revision mid-list: start again at a newer one
-        pages = self.pages(prefix, revision=revision)
+        pages = self.pages(prefix, revision=revision, keys_only=keys_only)
         return [kv for page in pages for kv in page], pages.revision
 
     def pages(self, prefix: str, *, revision: int = 0, page_size: int | None = None,
@@ -345,15 +345,10 @@ class EtcdClient:
         return Pages(self, prefix, revision, page_size or self.page_size, keys_only=keys_only)
 
     def keys(self, prefix: str) -> Keys:
-        """The keys under ``prefix`` without their values, read in pages at one revision:
-        what a caller needs that only asks which keys exist (a fraction of the bytes etcd
-        encodes and sends for 20,000 IPAM blocks)."""
-        for _ in range(3):
-            try:
-                return [kv.key for page in self.pages(prefix, keys_only=True) for kv in page]
-            except Compacted:
-                continue
-        return [kv.key for page in self.pages(prefix, keys_only=True) for kv in page]
+        """The keys under ``prefix`` without their values (``list`` with keys only): what a
+        caller needs that only asks which keys exist (a fraction of the bytes etcd encodes
+        and sends for 20,000 IPAM blocks)."""
+        return [kv.key for kv in self.list(prefix, keys_only=True)[0]]
 
     def revision(self) -> int:
         resp = self.call("/v3/kv/range", {"key": _b64("\0"), "count_only": True})

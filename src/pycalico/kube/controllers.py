@@ -177,12 +177,8 @@ class MirrorController(Controller):
         present = {key: obj for key, obj in current.items() if obj is not None}
         for key in current.keys() - present.keys():
             self.handle(self.plural, key, None, None)
-        if len(present) == 1:
-            [(key, obj)] = present.items()
-            self.handle(self.plural, key, None, obj)
-        elif present:
-            desired = [self.converter(obj) for obj in present.values()]
-            written = write_all(self.store, self.cls, desired)
+        if present:
+            written = write_all(self.store, self.cls, [self.converter(obj) for obj in present.values()])
             with self._lock:
                 self.writes += written
 
