@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pycalico.datastore.etcd import EtcdClient
 from pycalico.model import Resource
 from tests.support.cluster import Cluster
 from tests.support.topology import Host, in_netns, poll
@@ -37,6 +38,15 @@ def metrics(host: Host) -> str:
 
 def _applied_at_least(host: Host, source: str, revision: int) -> bool:
     return applied_revisions(host).get(source, 0) >= revision
+
+
+def last_written(client: EtcdClient, prefix: str) -> int:
+    """The revision of the newest write under ``prefix``: what an agent that saw it reports.
+
+    Not the list's header revision: a later write under another prefix raises that, and an
+    agent's revision for this prefix only follows events of this prefix."""
+    kvs, _ = client.list(prefix)
+    return max((kv.mod_revision for kv in kvs), default=0)
 
 
 def wait_applied(hosts: Iterable[Host], source: str, revision: int, timeout: float = 20.0) -> None:

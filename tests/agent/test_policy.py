@@ -30,7 +30,7 @@ from pycalico.model import (
     WorkloadEndpoint,
     keys,
 )
-from tests.agent.policy_support import At, Policies, T, metrics, wait_applied
+from tests.agent.policy_support import At, Policies, T, last_written, metrics, wait_applied
 from tests.support.cluster import Cluster, ping_until, running_cluster
 from tests.support.topology import in_netns, nsexec, poll
 from tests.support.traffic import Connection, Servers, UdpStream, assert_reachability
@@ -93,7 +93,7 @@ def test_truth_table_bgp(etcd_cluster, etcd, unique):
                 pol.clear()
 
         with Servers(pods + [outside] + hosts, tcp=TCP_PORTS, udp=UDP_PORTS):
-            wait_applied(cl.hosts, "weps", cl.client.list(keys.resource_prefix("workloadendpoints"))[1])
+            wait_applied(cl.hosts, "weps", last_written(cl.client, keys.resource_prefix("workloadendpoints")))
             ping_until(z, x.ip, 30)  # BGP has converged
             ping_until(x, q.ip, 30)
             # 1: no policies: profiles allow everything
@@ -322,7 +322,7 @@ def test_fail_closed_vxlan(etcd_cluster, etcd, unique):
                                  T(good, late, "icmp", None, False, "from a remote pod"),
                                  T(late, good, "icmp", None, False, "to a remote pod")])
             h1.start_agent()
-            wep_rev = cl.client.list(keys.resource_prefix("workloadendpoints"))[1]
+            wep_rev = last_written(cl.client, keys.resource_prefix("workloadendpoints"))
             wait_applied([h1], "weps", wep_rev)
             assert_reachability([T(late, x, "tcp", 80, True, "allowed once programmed"),
                                  T(late, good, "icmp", None, True, "to a remote pod"),

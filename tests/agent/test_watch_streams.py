@@ -81,8 +81,15 @@ def test_agent_with_cni_server_opens_one_watch_per_prefix(own_etcd: EtcdCluster,
                 poll(subscribed, 20, what="the agent and the CNI cache subscribed to every prefix")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}: subscribers {seen}, wanted {sorted(wanted)}") from None
-            metrics = agent_metrics(host)
-            opened = by_prefix(metrics, "pycalico_agent_watch_streams_opened_total")
+            # a subscriber is counted when it subscribes, a stream when etcd accepts its watch: wait for both
+            opened: dict[str, int] = {}
+
+            def all_opened() -> bool:
+                opened.clear()
+                opened.update(by_prefix(agent_metrics(host), "pycalico_agent_watch_streams_opened_total"))
+                return set(opened) == wanted
+
+            poll(all_opened, 20, what="a watch stream accepted by etcd for every prefix")
             assert opened == {p: 1 for p in wanted}, opened
             assert etcd_watchers(own_etcd) == len(wanted), "etcd holds more watches than the agent opened"
     finally:

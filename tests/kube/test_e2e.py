@@ -23,7 +23,7 @@ from pycalico.kube.manager import Manager
 from pycalico.kube.metrics import Metrics
 from pycalico.model import NetworkPolicy, ResourceStore, WorkloadEndpoint, keys
 from pycalico.model.store import ensure_default_tiers
-from tests.agent.policy_support import T, wait_applied
+from tests.agent.policy_support import T, last_written, wait_applied
 from tests.support.cluster import ping_until, running_cluster
 from tests.support.etcd import EtcdCluster
 from tests.support.kube_apiserver import KubeApiServer
@@ -96,7 +96,7 @@ def test_kubernetes_policies_enforced_with_labels_from_the_api(etcd_cluster: Etc
         assert weps["api"].spec["ports"] == [{"name": "http", "port": 9000, "protocol": "TCP"}]
         web, db, api, open_, fe, other, mon, bfe, client = (pods[n] for n in (
             "web", "db", "api", "open", "fe", "other", "mon", "bfe", "client"))
-        revision = cl.client.list(keys.resource_prefix("workloadendpoints"))[1]
+        revision = last_written(cl.client, keys.resource_prefix("workloadendpoints"))
 
         def apply(*policies: dict[str, Any]) -> None:
             """Create in the API, wait for the controllers to write them and both agents to apply them."""
@@ -104,7 +104,7 @@ def test_kubernetes_policies_enforced_with_labels_from_the_api(etcd_cluster: Etc
                 kube.create("networkpolicies", policy, policy["metadata"]["namespace"])
             wanted = {(f"knp.default.{p['metadata']['name']}", p["metadata"]["namespace"]) for p in policies}
             assert wait_until(lambda: wanted <= {(p.name, p.namespace) for p in cl.store.list(NetworkPolicy)}, 15)
-            wait_applied(cl.hosts, "networkpolicies", cl.client.list(keys.resource_prefix("networkpolicies"))[1])
+            wait_applied(cl.hosts, "networkpolicies", last_written(cl.client, keys.resource_prefix("networkpolicies")))
 
         with Servers(list(pods.values()), tcp=TCP, udp=[53]):
             wait_applied(cl.hosts, "weps", revision)
@@ -184,7 +184,7 @@ def test_kubernetes_policies_enforced_with_labels_from_the_api(etcd_cluster: Etc
             kube.patch("pods", "other", {"metadata": {"labels": {"app": "other", "role": "fe"}}}, A)
             assert wait_until(lambda: cl.store.must_get(WorkloadEndpoint, weps["other"].name, A)
                               .labels.get("role") == "fe", 15)
-            wait_applied(cl.hosts, "weps", cl.client.list(keys.resource_prefix("workloadendpoints"))[1])
+            wait_applied(cl.hosts, "weps", last_written(cl.client, keys.resource_prefix("workloadendpoints")))
             assert_reachability([T(other, web, "tcp", 80, True, "label changed in the API")])
             # deleting the policies restores access
             for name in ("deny-all", "web-from-fe", "web-from-b-fe", "web-ipblock", "web-from-monitor"):
