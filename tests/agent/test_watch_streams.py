@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import ssl
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -53,6 +53,22 @@ def by_prefix(metrics: str, name: str) -> dict[str, int]:
             for m in re.finditer(rf'^{name}\{{prefix="([^"]*)"\}} (\S+)$', metrics, re.M)}
 
 
+def poll_by_prefix(host: Host, name: str, done: Callable[[dict[str, int]], bool], what: str) -> dict[str, int]:
+    """The agent's metric ``name`` by prefix, read until ``done`` holds; the last reading on a timeout."""
+    last: dict[str, int] = {}
+
+    def check() -> bool:
+        last.clear()
+        last.update(by_prefix(agent_metrics(host), name))
+        return done(last)
+
+    try:
+        poll(check, 20, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {name} {last}") from None
+    return last
+
+
 def test_agent_with_cni_server_opens_one_watch_per_prefix(own_etcd: EtcdCluster, unique: str) -> None:
     client = own_etcd.client()
     try:
@@ -70,26 +86,13 @@ def test_agent_with_cni_server_opens_one_watch_per_prefix(own_etcd: EtcdCluster,
             shared = {p for p, _ in SOURCES.values()} & set(MIRRORED)
             assert shared, "the agent and the CNI cache no longer share a prefix: this test proves nothing"
 
-            seen: dict[str, int] = {}
-
-            def subscribed() -> bool:
-                seen.clear()
-                seen.update(by_prefix(agent_metrics(host), "pycalico_agent_watch_subscribers"))
-                return set(seen) == wanted and all(seen[p] == 2 for p in shared)
-
-            try:
-                poll(subscribed, 20, what="the agent and the CNI cache subscribed to every prefix")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}: subscribers {seen}, wanted {sorted(wanted)}") from None
+            poll_by_prefix(host, "pycalico_agent_watch_subscribers",
+                           lambda seen: set(seen) == wanted and all(seen[p] == 2 for p in shared),
+                           f"the agent and the CNI cache subscribed to every prefix of {sorted(wanted)}")
             # a subscriber is counted when it subscribes, a stream when etcd accepts its watch: wait for both
-            opened: dict[str, int] = {}
-
-            def all_opened() -> bool:
-                opened.clear()
-                opened.update(by_prefix(agent_metrics(host), "pycalico_agent_watch_streams_opened_total"))
-                return set(opened) == wanted
-
-            poll(all_opened, 20, what="a watch stream accepted by etcd for every prefix")
+            opened = poll_by_prefix(host, "pycalico_agent_watch_streams_opened_total",
+                                    lambda opened: set(opened) == wanted,
+                                    "a watch stream accepted by etcd for every prefix")
             assert opened == {p: 1 for p in wanted}, opened
             assert etcd_watchers(own_etcd) == len(wanted), "etcd holds more watches than the agent opened"
     finally:

@@ -326,16 +326,16 @@ class EtcdClient:
     def list(self, prefix: str, *, revision: int = 0, keys_only: bool = False) -> tuple[list[KeyValue], int]:
         """All keys under ``prefix``, and the store revision they were read at. Read
         in pages of ``page_size`` keys, all at one revision (see ``pages``)."""
-        for _ in range(3):
+        attempts = 4
+        for attempt in range(1, attempts + 1):
             try:
                 pages = self.pages(prefix, revision=revision, keys_only=keys_only)
                 return [kv for page in pages for kv in page], pages.revision
             except Compacted:
-                if revision:
+                if revision or attempt == attempts:
                     raise
                 # compacted past the pinned revision mid-list: start again at a newer one
-        pages = self.pages(prefix, revision=revision, keys_only=keys_only)
-        return [kv for page in pages for kv in page], pages.revision
+        raise AssertionError("unreachable")
 
     def pages(self, prefix: str, *, revision: int = 0, page_size: int | None = None,
               keys_only: bool = False) -> Pages:
