@@ -72,15 +72,25 @@ def install(bin_dir: str | os.PathLike[str], python: str | None = None,
     return out
 
 
-def _same(target: Path, source: str) -> bool:
-    """Same header line (interpreter, Python and launcher digest) and executable."""
+def header(source: str) -> str:
+    """The lines that identify an executable: interpreter, launcher digest."""
+    return "".join(source.splitlines(keepends=True)[:2])
+
+
+def installed_header(target: Path) -> str | None:
+    """``target``'s identifying lines, or None when it is missing or not executable
+    as the installer makes it (mode 0755)."""
     try:
         with target.open() as existing:
-            head = [existing.readline(), existing.readline()]
+            head = existing.readline() + existing.readline()
         mode = target.stat().st_mode & 0o7777
     except (OSError, UnicodeDecodeError):
-        return False
-    return head == source.splitlines(keepends=True)[:2] and mode == 0o755
+        return None
+    return head if mode == 0o755 else None
+
+
+def _same(target: Path, source: str) -> bool:
+    return installed_header(target) == header(source)
 
 
 def main(argv: list[str] | None = None) -> None:
