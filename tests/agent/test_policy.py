@@ -453,7 +453,7 @@ def test_host_endpoint_untracked_and_pre_dnat(etcd_cluster, etcd, unique):
 
 def test_prewrite_writes_only_chains_no_rule_reaches(unique):
     """The start-up prewrite (while endpoints are still listed) leaves every verdict as it was: it
-    writes only policy chains the kernel lacks and the IP sets it lacks (with the members known so
+    writes only policy and workload endpoint chains the kernel lacks and the IP sets it lacks (with the members known so
     far); it changes no existing chain or set, adds no hook, deletes nothing; the complete apply
     then skips what it wrote."""
     ns = f"{unique}-pw"
@@ -487,7 +487,8 @@ def test_prewrite_writes_only_chains_no_rule_reaches(unique):
             assert not first.write_unreachable(table("app == 'y'", False)).errors
             save = nsexec(ns, "iptables-nft-save").stdout
             assert "cali-pi-np/a/p" in save and "-j cali-FORWARD" not in save  # no hook, no static chain
-            assert "cali-tw-calix" not in save  # endpoint chains wait for the complete apply
+            assert ":cali-tw-calix" in save and "-g cali-tw-calix" not in save  # written, not reached
+            assert "cali-to-wl-dispatch" not in save  # the dispatch waits for the complete apply
             live_set = re.search(r"--match-set (cali40s:\S+) src", save).group(1)  # type: ignore[union-attr]
             assert sets() == {live_set: ["10.0.0.1"]}  # created with the members known so far
             assert first.apply(table("app == 'y'", False)).chains_written > 0

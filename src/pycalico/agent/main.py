@@ -123,6 +123,8 @@ class Agent:
         self.cache: dict[str, dict[str, Any]] = {name: {} for name in SOURCES}
         self.revisions: dict[str, int] = {name: 0 for name in SOURCES}
         self._lock = threading.Lock()
+        self._policy_apply_lock = threading.Lock()
+        self._policy_read_kernel_next_full = True
         self.dirty = threading.Event()
         self.stop_event = threading.Event()
         self.syncer = Syncer(client, name="agent")  # one stream per prefix, shared with the CNI fast path
@@ -250,44 +252,75 @@ class Agent:
         return self.policy
 
     def ensure_fail_closed(self) -> None:
-        """Before anything else: no workload interface is reachable until its policy is programmed."""
+        """Before any dataplane change: no workload interface is reachable until its policy is programmed."""
         try:
             self._policy_engine().ensure_fail_closed(PolicyParams.merge(os.environ))
         except Exception as exc:  # noqa: BLE001 - keep starting; the first apply retries
             log.error("policy: could not install the fail-closed chains: %s", exc)
 
-    def start_policy_prewrite(self) -> None:
-        """Once the policy kinds are listed, while the (much longer) endpoint list still arrives:
-        the engine writes the chains of the policies that apply to the local endpoints seen so
-        far, so that iptables-restore runs beside the list instead of after it."""
+    def start_early_policy(self) -> None:
+        """Policy does not wait for startup (node registration, tunnel addresses) or the route
+        caches. Once the policy kinds are listed, while the (much longer) endpoint list still
+        arrives, the engine writes the chains of the policies that apply to the local endpoints
+        seen so far, so that iptables-restore runs beside the list instead of after it; once
+        the endpoints are listed, it makes the first complete apply at once."""
         needed = [self.typed[name] for name in (*POLICY_SOURCES, "felix")]
 
-        def run() -> None:
-            for typed in needed:
+        def wait_for(caches: list[TypedCache[Any]]) -> bool:
+            for typed in caches:
                 while not typed.synced.wait(0.02):
                     if self.stop_event.is_set():
-                        return
+                        return False
+            return True
+
+        def run() -> None:
+            if not wait_for(needed):
+                return
             # rounds until the endpoints are listed: each writes what the endpoints seen meanwhile need
             while not self.typed["weps"].synced.is_set() and not self.stop_event.is_set():
                 inputs, _ = self.policy_snapshot({}, [])
                 if self.typed["weps"].synced.is_set():
-                    return  # listed meanwhile: the complete apply takes it from here
+                    break  # listed meanwhile: the complete apply takes it from here
                 try:
                     stats = self._policy_engine().prewrite(inputs)
                 except Exception:  # noqa: BLE001 - an optimisation: the complete apply writes it all anyway
                     log.exception("policy: prewrite failed")
-                    return
+                    break
                 if stats.errors or self._policy_engine().model is not None:
-                    return
+                    break
                 if stats.changed:
                     log.info("policy: %d chains prewritten, %d set changes in %.1f ms while endpoints are listed",
                              stats.chains_written, stats.set_changes, stats.seconds * 1000)
                 else:
                     self.stop_event.wait(0.02)
+            # tunnel_hosts come from the nodes and pools; an error is retried by the reconcile loop
+            if not wait_for([self.typed["weps"], self.typed["nodes"], self.typed["pools"]]):
+                return
+            with self._lock:
+                nodes = {n.name: n for n in self.cache["nodes"].values()}
+                pools = list(self.cache["pools"].values())
+            try:
+                errors = self.apply_policy(nodes, pools, full=False)
+                # the reconcile loop's first (full) pass need not read the kernel it just wrote back
+                self._policy_read_kernel_next_full = bool(errors)
+            except Exception:  # noqa: BLE001 - the reconcile loop applies it again
+                log.exception("policy: the early complete apply failed")
+                return
+            if errors:
+                log.warning("policy: the early complete apply failed: %s", "; ".join(errors[:5]))
 
-        threading.Thread(target=run, name="policy prewrite", daemon=True).start()
+        threading.Thread(target=run, name="early policy", daemon=True).start()
 
     def apply_policy(self, nodes: dict[str, Node], pools: list[IPPool], full: bool) -> list[str]:
+        # one at a time from snapshot to kernel: the early apply and the reconcile loop's must not
+        # overtake each other (an older snapshot written after a newer one)
+        with self._policy_apply_lock:
+            return self._apply_policy(nodes, pools, full)
+
+    def _apply_policy(self, nodes: dict[str, Node], pools: list[IPPool], full: bool) -> list[str]:
+        if full and not self._policy_read_kernel_next_full:
+            full = False
+            self._policy_read_kernel_next_full = True
         engine = self._policy_engine()
         inputs, revisions = self.policy_snapshot(nodes, pools, full)
         stats = engine.apply(inputs, full=full)
@@ -457,14 +490,15 @@ class Agent:
         s = self.settings
         self.health.report("startup", ready=False, detail="starting")
         self.health.report("dataplane", ready=False, detail="not applied yet")
+        # The caches fill while startup registers the node: startup's address check reads
+        # the node cache instead of listing every Node a second time. The lists start first,
+        # as they only read: nothing touches the dataplane before the fail-closed chains.
+        self.start_watchers()
         self.ensure_fail_closed()
         self.health.serve(s.health_host, s.health_port)
         if s.metrics_port:
             self.metrics.serve(s.metrics_host, s.metrics_port)
-        # The caches fill while startup registers the node: startup's address check reads
-        # the node cache instead of listing every Node a second time.
-        self.start_watchers()
-        self.start_policy_prewrite()
+        self.start_early_policy()
         delay = 0.5
         while not self.stop_event.is_set():
             try:

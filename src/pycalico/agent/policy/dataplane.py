@@ -37,6 +37,10 @@ FORWARD_ACCEPT_ID = "MH9kMp5aNICL-Olv"
 FILTER_HOOK_IDS = {i for (table, _), i in HOOK_IDS.items() if table == "filter"} | {FORWARD_ACCEPT_ID}
 TABLES = ("filter", "raw", "mangle")
 POLICY_CHAIN_PREFIXES = ("cali-pi-", "cali-po-", "cali-pri-", "cali-pro-")
+# Only the workload dispatch chains jump to these (host endpoint chains are also reached from
+# the raw and mangle tables' dispatch, so they are not prewritten)
+WORKLOAD_CHAIN_PREFIXES = ("cali-tw-", "cali-fw-")
+UNREACHABLE_UNTIL_DISPATCH = POLICY_CHAIN_PREFIXES + WORKLOAD_CHAIN_PREFIXES
 
 
 class PolicyDataplaneError(PycalicoError):
@@ -178,11 +182,13 @@ class IptablesPolicyDataplane:
 
     def write_unreachable(self, table: FilterTable) -> ApplyStats:
         """Ahead of the first complete apply (while endpoints are still being listed): only the
-        policy and profile chains of ``table`` that the kernel does not hold yet, and the IP sets
-        it lacks, with the members known so far. No kernel rule can jump to a chain that does not
-        exist yet, and only such chains name those sets, so this changes no verdict; the complete
-        apply then finds them in place and completes the sets before it writes any rule that
-        reaches them. Sets the kernel held before are not touched."""
+        policy, profile and workload endpoint chains of ``table`` that the kernel does not hold
+        yet, and the IP sets it lacks, with the members known so far. No kernel rule can jump to a
+        chain that does not exist yet (a new endpoint chain is first reached from the dispatch
+        chains, which only the complete apply writes), and only such chains name those sets, so
+        this changes no verdict; the complete apply then finds them in place and completes the
+        sets before it writes any rule that reaches them. Sets the kernel held before are not
+        touched."""
         started = time.monotonic()
         stats = ApplyStats()
         if not self.in_sync:
@@ -194,7 +200,7 @@ class IptablesPolicyDataplane:
         for name, chains in table.tables().items():
             have = self._chains[name]
             targets[name].update({chain: rules for chain, rules in chains.items()
-                                  if chain.startswith(POLICY_CHAIN_PREFIXES) and chain not in have})
+                                  if chain.startswith(UNREACHABLE_UNTIL_DISPATCH) and chain not in have})
         try:
             self._apply_sets(partial, stats)
             self._apply_chains(partial, stats, True, complete=False)

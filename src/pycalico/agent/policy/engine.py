@@ -1,6 +1,6 @@
 """One node's policy enforcement: calculation, rendering and writing behind one call.
 
-``ensure_fail_closed`` runs before the agent talks to etcd: when no hooks are
+``ensure_fail_closed`` runs before the agent changes anything else: when no hooks are
 in the kernel (first start after boot) it installs the static chains with
 dispatch chains that drop every workload interface, so no pod is reachable
 before its policy is known. When hooks are there (a restart) it changes
