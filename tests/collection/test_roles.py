@@ -39,6 +39,18 @@ def test_argument_specs_document_every_default(role):
             assert name in defaults, f"{name} documented but has no default"
 
 
+def test_clean_removes_every_pycalico_unit():
+    """Each pycalico unit a role installs is stopped by the clean role and its file removed."""
+    defaults = yaml.safe_load((REPO / "roles" / "clean" / "defaults" / "main.yml").read_text())
+    units = sorted(p.name.removesuffix(".j2") for p in (REPO / "roles").glob("*/templates/pycalico-*.service.j2"))
+    assert len(units) >= 4
+    assert sorted(defaults["clean_units"]) == units
+    assert {f"/etc/systemd/system/{u}" for u in units} <= set(defaults["clean_paths"])
+    assert "{{ clean_venv }}" in defaults["clean_paths"]
+    group_vars = yaml.safe_load((REPO / "playbooks" / "group_vars" / "all" / "pycalico.yml").read_text())
+    assert group_vars["clean_venv"] == "{{ pycalico_venv }}"
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_templates_start_with_ansible_managed(role):
     for template in (REPO / "roles" / role / "templates").glob("*.j2") if (
