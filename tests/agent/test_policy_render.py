@@ -211,3 +211,28 @@ def test_one_net_and_one_not_net_on_a_side_give_one_source_match() -> None:
     [allow] = [r for r in table.chains["cali-pi-np/a/p"] if "10.1.0.0/16" in r]
     assert allow.count("-s ") == 1 and re.search(r"-m set ! --match-set cali40c:\S+ src", allow)
     assert [sorted(s.members) for n, s in table.ipsets.items() if n.startswith("cali40c:")] == [["10.1.1.5/32"]]
+
+
+def test_raw_prerouting_checks_the_reverse_path_of_workloads_and_untracks_vxlan() -> None:
+    """Felix's raw cali-PREROUTING: marks cleared, VXLAN NOTRACK (only when a pool uses VXLAN),
+    workload traffic marked, cali-rpf-skip, then the strict RPF drop; OUTPUT untracks VXLAN too."""
+    weps = {"x": wep("x", "10.0.0.1", "calix", {"app": "x"})}
+    _, plain = model_for(weps=weps)
+    _, vxlan = model_for(weps=weps, vxlan=True, params=PolicyParams(vxlan_port=4790))
+    raw = Renderer().render(plain).raw  # type: ignore[arg-type]
+    raw_vxlan = Renderer().render(vxlan).raw  # type: ignore[arg-type]
+    assert raw is not None and raw_vxlan is not None
+    assert raw["cali-PREROUTING"] == [
+        raw["cali-PREROUTING"][0],  # the clear of every mark bit (checked below)
+        "-i cali+ -j MARK --set-xmark 0x80000/0x80000",
+        "-m mark --mark 0x80000/0x80000 -j cali-rpf-skip",
+        "-m mark --mark 0x80000/0x80000 -m rpfilter --validmark --invert -j DROP",
+        "-m mark --mark 0x0/0x80000 -j cali-from-host-endpoint",
+        "-m mark --mark 0x10000/0x10000 -j ACCEPT"]
+    assert raw["cali-PREROUTING"][0].startswith("-j MARK --set-xmark 0x0/")
+    assert raw["cali-rpf-skip"] == []
+    assert not any("NOTRACK" in r for r in raw["cali-PREROUTING"] + raw["cali-OUTPUT"])
+    notrack = "-p udp -m udp --dport 4790 -j NOTRACK"
+    assert raw_vxlan["cali-PREROUTING"][1] == notrack  # before anything can accept it
+    assert notrack in raw_vxlan["cali-OUTPUT"]
+    assert raw_vxlan["cali-OUTPUT"].index(notrack) < len(raw_vxlan["cali-OUTPUT"]) - 1  # before the ACCEPT

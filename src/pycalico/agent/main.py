@@ -237,7 +237,7 @@ class Agent:
                 weps=dict(c["weps"]), network_sets=dict(c["networksets"]),
                 global_network_sets=dict(c["globalnetworksets"]), host_endpoints=dict(c["hostendpoints"]),
                 network_policies=dict(c["networkpolicies"]), global_network_policies=dict(c["globalnetworkpolicies"]),
-                profiles=dict(c["profiles"]), tiers=dict(c["tiers"]), tunnel_hosts=tunnel_hosts)
+                profiles=dict(c["profiles"]), tiers=dict(c["tiers"]), tunnel_hosts=tunnel_hosts, vxlan=vxlan)
             revisions = dict(self.revisions)
         inputs.params = self.policy_params()
         if inputs.host_endpoints:

@@ -52,6 +52,7 @@ FAILSAFE_IN = "cali-failsafe-in"
 FAILSAFE_OUT = "cali-failsafe-out"
 RAW_PREROUTING = "cali-PREROUTING"
 RAW_OUTPUT = "cali-OUTPUT"
+RPF_SKIP = "cali-rpf-skip"  # Felix's: workloads allowed to send from other addresses jump here first
 MANGLE_PREROUTING = "cali-PREROUTING"
 TUNNEL_HOSTS_SET = "cali40all-vxlan-net"
 OWNED_SET_PREFIXES = ("cali40s:", "cali40n:", "cali40c:", TUNNEL_HOSTS_SET)
@@ -441,9 +442,15 @@ def raw_chains(model: PolicyModel) -> dict[str, list[str]]:
     # before conntrack, replies of failsafe connections must pass too (by source port)
     chains[FAILSAFE_IN] = _failsafe(p.failsafe_in, "dport") + _failsafe(p.failsafe_out, "sport")
     chains[FAILSAFE_OUT] = _failsafe(p.failsafe_out, "dport") + _failsafe(p.failsafe_in, "sport")
-    chains[RAW_PREROUTING] = [_clear(ALL_MARKS), *(f"-i {pre}+ {_set_mark(SCRATCH0)}" for pre in prefixes),
-                              f"{_unmarked(SCRATCH0)} -j {FROM_HEP}", f"{_mark(ACCEPT)} -j ACCEPT"]
-    chains[RAW_OUTPUT] = [_clear(ALL_MARKS), f"-j {TO_HEP}", f"{_mark(ACCEPT)} -j ACCEPT"]
+    # VXLAN uses a different source port each way: tracked, its flows would stay unreplied
+    notrack = [f"-p udp -m udp --dport {p.vxlan_port} -j NOTRACK"] if model.vxlan else []
+    chains[RPF_SKIP] = []
+    chains[RAW_PREROUTING] = [
+        _clear(ALL_MARKS), *notrack, *(f"-i {pre}+ {_set_mark(SCRATCH0)}" for pre in prefixes),
+        # strict reverse-path check of what workloads send: no pod sends from another's address
+        f"{_mark(SCRATCH0)} -j {RPF_SKIP}", f"{_mark(SCRATCH0)} -m rpfilter --validmark --invert -j DROP",
+        f"{_unmarked(SCRATCH0)} -j {FROM_HEP}", f"{_mark(ACCEPT)} -j ACCEPT"]
+    chains[RAW_OUTPUT] = [_clear(ALL_MARKS), f"-j {TO_HEP}", *notrack, f"{_mark(ACCEPT)} -j ACCEPT"]
     return chains
 
 

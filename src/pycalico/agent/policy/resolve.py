@@ -107,6 +107,7 @@ class PolicyModel:
     ipsets: dict[str, IPSet] = field(default_factory=dict)
     params: PolicyParams = field(default_factory=PolicyParams)
     tunnel_hosts: tuple[str, ...] = ()  # node IPs allowed to send us VXLAN
+    vxlan: bool = False  # a pool uses VXLAN: its UDP flows are not tracked (raw NOTRACK)
 
 
 @dataclass
@@ -123,6 +124,7 @@ class PolicyInputs:
     tiers: Mapping[str, Any] = field(default_factory=dict)
     params: PolicyParams = field(default_factory=PolicyParams)
     tunnel_hosts: tuple[str, ...] = ()
+    vxlan: bool = False
     # this host's interfaces and their IPv4 addresses: HostEndpoints named only by expectedIPs
     # apply to the interfaces holding one of those addresses (Felix's resolveHostEndpoints)
     host_interfaces: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -309,7 +311,7 @@ class PolicyCalculator:
                     continue  # doNotTrack / preDNAT policies never police workloads
                 applying[key].append(pol)
 
-        model = PolicyModel(params=inp.params, tunnel_hosts=inp.tunnel_hosts)
+        model = PolicyModel(params=inp.params, tunnel_hosts=inp.tunnel_hosts, vxlan=inp.vxlan)
         used_policies: dict[str, _Policy] = {}
         used_profiles: set[str] = set()
         for key in local_weps:
