@@ -22,6 +22,7 @@ from pycalico.model.store import ensure_default_tiers
 from tests.support.kube_apiserver import KubeApiServer
 from tests.support.poll import wait_until
 
+OUTAGE_S = 60.0
 ALL = ("node", "policy", "workloadendpoint", "serviceaccount", "namespace")
 
 
@@ -144,20 +145,21 @@ def test_pod_label_change_reaches_only_the_endpoint_labels(kube: KubeApiServer, 
 
 def test_api_outage_converges_with_nothing_lost_or_duplicated(kube: KubeApiServer, manager: Manager,
                                                               store: ResourceStore) -> None:
-    """The issue asks for a 60 s outage; 5 s here keeps the suite fast (the informer's backoff is
-    capped at 10 s, so a longer outage behaves the same, one retry later)."""
+    """The API server away for 60 s (as the issue asks) while policies and a namespace change:
+    nothing reaches etcd meanwhile; after it, every change does, once. The informers' backoff is
+    capped at 10 s, so they are back within one retry."""
     kube.create("namespaces", {"metadata": {"name": "dev"}})
     for i in range(5):
         kube.create("networkpolicies", knp(f"p{i}", "dev", f"a{i}"))
     assert wait_until(lambda: len(policies(store)) == 5, 10)
     kube.stop()
-    outage_end = time.monotonic() + 5
+    outage_end = time.monotonic() + OUTAGE_S
     kube.delete("networkpolicies", "p0", "dev")
     kube.update("networkpolicies", knp("p1", "dev", "changed"))
     for i in range(5, 8):
         kube.create("networkpolicies", knp(f"p{i}", "dev", f"a{i}"))
     kube.create("namespaces", {"metadata": {"name": "qa"}})
-    assert not wait_until(lambda: time.monotonic() >= outage_end and len(policies(store)) != 5, 6), \
+    assert not wait_until(lambda: time.monotonic() >= outage_end and len(policies(store)) != 5, OUTAGE_S + 1), \
         "etcd changed while the API server was away"
     kube.start()
     expected = {f"dev/knp.default.p{i}" for i in (1, 2, 3, 4, 5, 6, 7)}
