@@ -11,7 +11,7 @@ ROOT=$PWD
 export CONTAINERS_CONF=$ROOT/lab/containers.conf
 VENV_BIN=$ROOT/.venv/bin
 scenarios=("$@")
-((${#scenarios[@]})) || scenarios=(default vxlan route_reflector lifecycle)
+((${#scenarios[@]})) || scenarios=(default vxlan route_reflector lifecycle kubernetes)
 
 scripts/install-deps.sh podman runc netavark aardvark-dns debootstrap
 [ -x "$VENV_BIN/python" ] || make -s venv
@@ -23,6 +23,8 @@ lab/build-image.sh
 work=$(mktemp -d /tmp/pycalico-molecule.XXXXXX)
 cleanup() {
   jobs -p | xargs -r kill 2>/dev/null || true
+  # the kubernetes scenario's stand-in API server, should its cleanup step not have run
+  pkill -f -- "tests.support.kube_apiserver serve --dir .*kubernetes/kube-apiserver" 2>/dev/null || true
   for s in "${scenarios[@]}"; do
     podman network rm -f "pcm-${s//_/-}" >/dev/null 2>&1 || true
   done
@@ -61,7 +63,7 @@ run_scenario() {
 # first so the lanes end together. One failure lets the running ones finish, starts no more.
 jobs=${MOLECULE_JOBS:-2}
 ordered=()
-for s in lifecycle route_reflector default vxlan migrate; do
+for s in lifecycle route_reflector default vxlan kubernetes migrate; do
   for want in "${scenarios[@]}"; do [ "$want" = "$s" ] && ordered+=("$s"); done
 done
 for want in "${scenarios[@]}"; do

@@ -142,19 +142,24 @@ def cni_env(command, container, netns, cni_bin_dir, extra=None):
     return env
 
 
-def plugin_conf(conflist_path):
-    """The pycalico plugin's config from the installed conflist, as the runtime passes it."""
+def plugin_conf(conflist_path, plain=False):
+    """The pycalico plugin's config from the installed conflist, as the runtime passes it;
+    ``plain`` leaves out its policy and kubernetes sections (a plain CNI container on the same
+    network: the plugin gives it the network's profile instead of reading a pod from the API)."""
     with open(conflist_path) as f:
         data = json.load(f)
     plugins = data.get("plugins") or [data]
     conf = dict(next(p for p in plugins if p.get("type") == "pycalico"))
     conf["name"] = data["name"]
     conf["cniVersion"] = data.get("cniVersion", "1.0.0")
+    if plain:
+        conf.pop("policy", None)
+        conf.pop("kubernetes", None)
     return conf
 
 
-def cni_call(command, container, netns, cni_bin_dir, conflist_path, extra_env=None, timeout=60):
-    conf = plugin_conf(conflist_path)
+def cni_call(command, container, netns, cni_bin_dir, conflist_path, extra_env=None, timeout=60, plain=False):
+    conf = plugin_conf(conflist_path, plain)
     env = cni_env(command, container, netns, cni_bin_dir, extra_env)
     try:
         proc = subprocess.run([os.path.join(cni_bin_dir, "pycalico")], input=json.dumps(conf).encode(), env=env,
@@ -168,7 +173,7 @@ def cni_call(command, container, netns, cni_bin_dir, conflist_path, extra_env=No
     return proc.returncode, result, (proc.stdout + proc.stderr).decode(errors="replace")[-800:]
 
 
-def pod_add(prefix, cni_bin_dir, conflist_path, extra_env=None):
+def pod_add(prefix, cni_bin_dir, conflist_path, extra_env=None, plain=False):
     """A netns and a CNI ADD; returns (pod dict, error). The pod dict is enough for pod_del."""
     suffix = uuid.uuid4().hex[:8]
     netns, container = "%s-%s" % (prefix, suffix), "%s%s" % (prefix.replace("-", ""), suffix)
@@ -176,7 +181,7 @@ def pod_add(prefix, cni_bin_dir, conflist_path, extra_env=None):
     rc, dummy, err = run(["ip", "netns", "add", netns])
     if rc != 0:
         return pod, "ip netns add %s: %s" % (netns, err.strip())
-    rc, result, text = cni_call("ADD", container, netns, cni_bin_dir, conflist_path, extra_env)
+    rc, result, text = cni_call("ADD", container, netns, cni_bin_dir, conflist_path, extra_env, plain=plain)
     if rc != 0 or not result.get("ips"):
         return pod, "CNI ADD failed (%s): %s" % (rc, text.strip())
     pod["ip"] = result["ips"][0]["address"].split("/")[0]
@@ -185,11 +190,12 @@ def pod_add(prefix, cni_bin_dir, conflist_path, extra_env=None):
     return pod, ""
 
 
-def pod_del(pod, cni_bin_dir, conflist_path, extra_env=None):
+def pod_del(pod, cni_bin_dir, conflist_path, extra_env=None, plain=False):
     """CNI DEL then the netns; every step attempted; returns the errors."""
     errors = []
     if pod.get("container"):
-        rc, dummy, text = cni_call("DEL", pod["container"], pod["netns"], cni_bin_dir, conflist_path, extra_env)
+        rc, dummy, text = cni_call("DEL", pod["container"], pod["netns"], cni_bin_dir, conflist_path, extra_env,
+                                   plain=plain)
         if rc != 0:
             errors.append("CNI DEL failed (%s): %s" % (rc, text.strip()))
     if pod.get("netns") and os.path.exists("/run/netns/%s" % pod["netns"]):

@@ -44,9 +44,18 @@ options:
     type: path
     default: /etc/cni/net.d/10-pycalico.conflist
   cni_env:
-    description: Extra environment for the plugin (e.g. C(PYCALICO_CNI_SOCKET)).
+    description: Extra environment for the plugin (e.g. C(PYCALICO_CNI_SOCKET), or kubelet's C(CNI_ARGS)).
     type: dict
     default: {}
+  plain:
+    description:
+      - Add the pod as a plain CNI container of the same network, leaving the netconf's C(policy) and C(kubernetes)
+        sections out, as Calico's plugin treats a container without Kubernetes pod arguments.
+      - On a Kubernetes network (C(policy.type=k8s)) the pod then gets the network's profile, which the plugin
+        makes when missing (egress allowed, ingress from the network's members), instead of C(kns.)/C(ksa.)
+        profiles from the API; playbooks/verify.yml's test pods are added so.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -82,16 +91,17 @@ def main():
         cni_bin_dir=dict(type="path", default="/opt/cni/bin"),
         conflist=dict(type="path", default="/etc/cni/net.d/10-pycalico.conflist"),
         cni_env=dict(type="dict", default={}),
+        plain=dict(type="bool", default=False),
     ), required_if=[("state", "absent", ["pod"])], supports_check_mode=False)
     p = module.params
     env = {str(k): str(v) for k, v in p["cni_env"].items()}
     node = p["node"] or "localhost"
     if p["state"] == "present":
-        pod, error = netcheck.pod_add(p["name"], p["cni_bin_dir"], p["conflist"], env)
+        pod, error = netcheck.pod_add(p["name"], p["cni_bin_dir"], p["conflist"], env, plain=p["plain"])
         pod["node"] = node
         detail = error or "%s in %s, MTU %s" % (pod["ip"], pod["netns"], pod["mtu"])
         module.exit_json(changed=True, pod=pod, rows=[netcheck.row("test_pod", node, not error, detail)])
-    errors = netcheck.pod_del(p["pod"], p["cni_bin_dir"], p["conflist"], env)
+    errors = netcheck.pod_del(p["pod"], p["cni_bin_dir"], p["conflist"], env, plain=p["plain"])
     rows = [netcheck.row("test_pod", node, False, "removal: %s" % e) for e in errors]
     module.exit_json(changed=True, pod=p["pod"], rows=rows)
 

@@ -329,7 +329,7 @@ def test_kubeasz_names_reach_the_role_variables(ansible_env, tmp_path):
              "agent_pool_ipip_mode", "agent_pool_vxlan_mode", "agent_rr_cluster_id", "agent_node_labels",
              "bgp_backend", "cni_etcd_endpoints", "cluster_name", "cluster_pool_cidr", "cluster_node_names",
              "cluster_rr_node_names", "certs_dir", "node_wheel_cache", "cni_kubernetes", "pycalico_python",
-             "node_venv", "agent_venv", "bgp_venv", "cni_python", "kube_controllers_venv"]
+             "node_venv", "agent_venv", "bgp_venv", "cni_python", "kube_controllers_venv", "clean_venv"]
     msg = "{{ {" + ", ".join(f"'{n}': {n}" for n in names) + "} | to_json }}"
     env = dict(ansible_env, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
     proc = subprocess.run(
@@ -356,7 +356,8 @@ def test_kubeasz_names_reach_the_role_variables(ansible_env, tmp_path):
     assert (master["certs_dir"], master["node_wheel_cache"]) == ("/srv/clusters/c1/ssl", "/srv/clusters/c1/wheels")
     assert master["cni_kubernetes"] is False  # plain CNI unless the inventory says pycalico_kubernetes=true
     # One variable for the venv's path.
-    assert {master[v] for v in ("node_venv", "agent_venv", "bgp_venv", "kube_controllers_venv")} == {"/srv/pycalico"}
+    assert {master[v] for v in ("node_venv", "agent_venv", "bgp_venv", "kube_controllers_venv", "clean_venv")} \
+        == {"/srv/pycalico"}
     assert master["pycalico_python"] == "/srv/pycalico/bin/python3"
     assert master["cni_python"] == "/srv/pycalico/bin/python"
 

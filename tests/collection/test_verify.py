@@ -183,3 +183,21 @@ def test_verify_passes_healthy_and_names_the_broken_pair_per_fault(etcd_cluster,
         assert (c.name, "-") in {(n, p or "-") for n, p in failed(rows, "readiness")}
         assert {r["node"] for r in rows if r["check"] == "readiness" and not r["ok"]} == {c.name}
         assert f"readiness {c.name}" in report["msg"]
+
+
+def test_plain_test_pods_leave_out_the_kubernetes_sections(collections_path: Path, tmp_path: Path) -> None:
+    """verify.yml's test pods on a Kubernetes network: no Pod object exists for them, so they are
+    added as plain CNI containers of the same network (its policy and kubernetes sections left out)."""
+    import importlib
+
+    netcheck = importlib.import_module("ansible_collections.pycalico.network.plugins.module_utils.netcheck")
+    conflist = tmp_path / "10-pycalico.conflist"
+    conflist.write_text(json.dumps({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
+        {"type": "pycalico", "mtu": 1450, "policy": {"type": "k8s"}, "kubernetes": {"kubeconfig": "/root/.kube/config"},
+         "ipam": {"type": "pycalico-ipam"}}, {"type": "portmap", "capabilities": {"portMappings": True}}]}))
+    full = netcheck.plugin_conf(str(conflist))
+    plain = netcheck.plugin_conf(str(conflist), plain=True)
+    assert full["policy"] == {"type": "k8s"} and full["kubernetes"]["kubeconfig"] == "/root/.kube/config"
+    assert "policy" not in plain and "kubernetes" not in plain
+    assert {k: v for k, v in full.items() if k not in ("policy", "kubernetes")} == plain
+    assert plain["name"] == "k8s-pod-network" and plain["mtu"] == 1450

@@ -135,3 +135,46 @@ def test_stop_and_start_on_the_same_port_keep_state(kube: KubeApiServer, kube_ap
     kube.start()
     assert kube.port == port and kube_api.healthz()
     assert [n["metadata"]["name"] for n in kube_api.list("namespaces")[0]] == ["dev"]
+
+
+def test_serve_as_a_process_with_an_embedded_kubeconfig_then_stop(tmp_path: Path) -> None:
+    """``python -m tests.support.kube_apiserver serve`` (the molecule scenario's): returns once
+    it answers; the embedded kubeconfig (kubeasz's shape) works for the CNI's client; ``stop``
+    ends the process and removes its pid file."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from pycalico.cni.k8s import KubeClient
+    from tests.support.topology import poll
+
+    directory = tmp_path / "api"
+    repo = Path(__file__).resolve().parents[2]
+    started = subprocess.run([sys.executable, "-m", "tests.support.kube_apiserver", "serve", "--dir", str(directory),
+                              "--lifetime", "120"], cwd=repo, capture_output=True, text=True, timeout=60, check=True)
+    info = json.loads(started.stdout)
+    pid = info["pid"]
+    try:
+        embedded = Path(info["embedded_kubeconfig"])
+        assert embedded.stat().st_mode & 0o777 == 0o600
+        assert "client-key-data" in embedded.read_text() and str(directory) not in embedded.read_text()
+        client = KubeClient(str(embedded))
+        try:
+            assert client.get("/api/v1/namespaces/nope") is None  # a real 404 through TLS with the client cert
+            assert client.get("/version")["gitVersion"].endswith("-standin")  # type: ignore[index]
+        finally:
+            client.close()
+    finally:
+        subprocess.run([sys.executable, "-m", "tests.support.kube_apiserver", "stop", "--dir", str(directory)],
+                       cwd=repo, timeout=60, check=True)
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    poll(gone, 10, what="the stand-in process to end")
+    assert not (directory / "kube-apiserver.pid").exists()

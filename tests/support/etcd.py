@@ -51,7 +51,8 @@ class Pki:
         return TlsConfig(str(self.ca), str(self.client_cert), str(self.client_key))
 
 
-def make_pki(directory: Path) -> Pki:
+def make_pki(directory: Path, server_ips: tuple[str, ...] = ()) -> Pki:
+    """A test CA with server, client and rogue certificates; the server's also names ``server_ips``."""
     directory.mkdir(parents=True, exist_ok=True)
     d = directory
 
@@ -73,7 +74,8 @@ def make_pki(directory: Path) -> Pki:
 
     ca("ca")
     ca("rogue-ca")
-    leaf("server", "ca", "serverAuth,clientAuth", "IP:127.0.0.1,DNS:localhost")
+    leaf("server", "ca", "serverAuth,clientAuth", ",".join(["IP:127.0.0.1", "DNS:localhost",
+                                                           *(f"IP:{ip}" for ip in server_ips)]))
     leaf("client", "ca", "clientAuth", "")
     leaf("rogue", "rogue-ca", "clientAuth", "")
     for key in d.glob("*.key"):

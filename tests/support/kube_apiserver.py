@@ -3,8 +3,8 @@ from any registry this machine reaches.
 
 It is a STAND-IN. What it does, as the real server does (calico-kubernetes.md §4):
 
-- HTTPS on loopback with client-certificate authentication (a certificate of its own test CA
-  is required; any such certificate is allowed everything).
+- HTTPS (on loopback unless ``host`` says otherwise) with client-certificate authentication (a
+  certificate of its own test CA is required; any such certificate is allowed everything).
 - Namespace, Pod, ServiceAccount, Node (``/api/v1/...``) and networking.k8s.io/v1 NetworkPolicy
   (``/apis/networking.k8s.io/v1/...``) at the real paths: cluster-wide and per-namespace
   collections, ``GET/PUT/PATCH (merge-patch)/DELETE`` of one object, ``POST`` to a collection.
@@ -36,6 +36,8 @@ beyond ``/version``, no authorisation (RBAC), no tokens, no HTTP/2, no protobuf.
 
 Tests drive it either over HTTPS like any client or through its Python methods (``create``,
 ``update``, ``delete``, ``get``), which take the same path and emit the same watch events.
+``python -m tests.support.kube_apiserver serve`` runs one as a process for the molecule
+scenario ``kubernetes`` (its hosts reach it on their network's gateway address).
 """
 
 from __future__ import annotations
@@ -138,11 +140,13 @@ def _default(kind: Kind, obj: dict[str, Any]) -> None:
 class KubeApiServer:
     """See the module docstring. Use as a context manager or call ``start``/``close``."""
 
-    def __init__(self, directory: Path, *, bookmark_interval: float = 1.0, pki: Pki | None = None) -> None:
+    def __init__(self, directory: Path, *, bookmark_interval: float = 1.0, pki: Pki | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self.pki = pki or make_pki(directory / "pki")
-        self.port = free_port()
+        self.host = host
+        self.pki = pki or make_pki(directory / "pki", () if host == "127.0.0.1" else (host,))
+        self.port = port or free_port()
         self.bookmark_interval = bookmark_interval
         self._lock = threading.Condition()
         self._rv = 1
@@ -160,7 +164,7 @@ class KubeApiServer:
     # ---- lifecycle -------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     def start(self) -> KubeApiServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -188,7 +192,7 @@ class KubeApiServer:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # refused certificates and cut connections are expected in tests
 
-        self._server = Server(("127.0.0.1", self.port), _handler(self))
+        self._server = Server((self.host, self.port), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="kube-apiserver", daemon=True)
         self._thread.start()
         return self
@@ -234,6 +238,24 @@ class KubeApiServer:
             "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "admin"}}],
         }
         path.write_text(json.dumps(config))  # JSON is YAML
+        return path
+
+    def write_embedded_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig with the CA and the test client's certificate inline (the ``*-data``
+        fields, as kubeasz writes them with ``--embed-certs``): one file to copy to a host."""
+        def data(file: Path) -> str:
+            return base64.b64encode(file.read_bytes()).decode()
+
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "standin",
+            "clusters": [{"name": "standin", "cluster": {"server": self.url,
+                                                         "certificate-authority-data": data(self.pki.ca)}}],
+            "users": [{"name": "admin", "user": {"client-certificate-data": data(self.pki.client_cert),
+                                                 "client-key-data": data(self.pki.client_key)}}],
+            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "admin"}}],
+        }
+        path.write_text(json.dumps(config))
+        path.chmod(0o600)  # it holds a private key
         return path
 
     # ---- the store -------------------------------------------------------------------------
@@ -574,3 +596,73 @@ def _handler(api: KubeApiServer) -> type[http.server.BaseHTTPRequestHandler]:
             self._serve("DELETE")
 
     return Handler
+
+
+def _serve(argv: list[str] | None = None) -> int:
+    """``serve``: start, write the kubeconfigs and the pid file, then fork into the background
+    (the parent returns once the server answers); the server ends on SIGTERM or after
+    ``--lifetime`` seconds, so a run that never stops it leaves nothing behind. ``stop``: end
+    the server of a pid file."""
+    import argparse
+    import os
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m tests.support.kube_apiserver")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    serve = sub.add_parser("serve")
+    serve.add_argument("--dir", type=Path, required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--lifetime", type=float, default=7200.0)
+    stop = sub.add_parser("stop")
+    stop.add_argument("--dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    pidfile = args.dir / "kube-apiserver.pid"
+    if args.verb == "stop":
+        try:
+            pid = int(pidfile.read_text())
+        except (OSError, ValueError):
+            return 0
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        pidfile.unlink(missing_ok=True)
+        return 0
+
+    api = KubeApiServer(args.dir, host=args.host, port=args.port)
+    ready_r, ready_w = os.pipe()
+    if os.fork():
+        os.close(ready_w)
+        with os.fdopen(ready_r) as ready:
+            url = ready.read().strip()
+        if not url:
+            print("the stand-in API server did not start", flush=True)
+            return 1
+        print((args.dir / "kube-apiserver.json").read_text())
+        return 0
+    os.close(ready_r)
+    os.setsid()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    api.start()
+    api.write_kubeconfig(args.dir / "kubeconfig")
+    api.write_embedded_kubeconfig(args.dir / "kubeconfig.embedded")
+    (args.dir / "kube-apiserver.json").write_text(json.dumps({
+        "url": api.url, "kubeconfig": str(args.dir / "kubeconfig"),
+        "embedded_kubeconfig": str(args.dir / "kubeconfig.embedded"), "ca": str(api.pki.ca),
+        "client_cert": str(api.pki.client_cert), "client_key": str(api.pki.client_key), "pid": os.getpid()}))
+    pidfile.write_text(f"{os.getpid()}\n")
+    with os.fdopen(ready_w, "w") as ready:
+        ready.write(api.url + "\n")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    done.wait(args.lifetime)
+    api.close()
+    pidfile.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_serve())
