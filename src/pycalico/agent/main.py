@@ -124,7 +124,8 @@ class Agent:
         self.revisions: dict[str, int] = {name: 0 for name in SOURCES}
         self._lock = threading.Lock()
         self._policy_apply_lock = threading.Lock()
-        self._policy_read_kernel_next_full = True
+        # set by the early apply: the reconcile loop's first full pass need not read back the kernel
+        self._policy_kernel_just_written = False
         self.dirty = threading.Event()
         self.stop_event = threading.Event()
         self.syncer = Syncer(client, name="agent")  # one stream per prefix, shared with the CNI fast path
@@ -301,8 +302,7 @@ class Agent:
                 pools = list(self.cache["pools"].values())
             try:
                 errors = self.apply_policy(nodes, pools, full=False)
-                # the reconcile loop's first (full) pass need not read the kernel it just wrote back
-                self._policy_read_kernel_next_full = bool(errors)
+                self._policy_kernel_just_written = not errors
             except Exception:  # noqa: BLE001 - the reconcile loop applies it again
                 log.exception("policy: the early complete apply failed")
                 return
@@ -318,9 +318,9 @@ class Agent:
             return self._apply_policy(nodes, pools, full)
 
     def _apply_policy(self, nodes: dict[str, Node], pools: list[IPPool], full: bool) -> list[str]:
-        if full and not self._policy_read_kernel_next_full:
+        if full and self._policy_kernel_just_written:
             full = False
-            self._policy_read_kernel_next_full = True
+            self._policy_kernel_just_written = False
         engine = self._policy_engine()
         inputs, revisions = self.policy_snapshot(nodes, pools, full)
         stats = engine.apply(inputs, full=full)
