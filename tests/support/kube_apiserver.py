@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.etcd import Pki, free_port, make_pki
+from tests.support.etcd import Pki, make_pki
 
 
 class ApiError(Exception):
@@ -146,7 +146,7 @@ class KubeApiServer:
         directory.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.pki = pki or make_pki(directory / "pki", () if host == "127.0.0.1" else (host,))
-        self.port = port or free_port()
+        self.port = port  # 0: the first start binds any free port and keeps it for later starts
         self.bookmark_interval = bookmark_interval
         self._lock = threading.Condition()
         self._rv = 1
@@ -193,6 +193,7 @@ class KubeApiServer:
                 pass  # refused certificates and cut connections are expected in tests
 
         self._server = Server((self.host, self.port), _handler(self))
+        self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="kube-apiserver", daemon=True)
         self._thread.start()
         return self
