@@ -99,9 +99,9 @@ def main():
         module.fail_json(msg="python: {0} does not exist on this host; allowed: an installed interpreter with "
                              "pycalico".format(python))
     bin_dir = module.params["bin_dir"]
-    wanted = cni_install.header(cni_install.launcher_source(python))
     paths = [os.path.join(bin_dir, name) for name in cni_install.NAMES]
-    before = [cni_install.installed_header(Path(path)) for path in paths]
+    # read before the install rewrites them, and only for the diff
+    before = [cni_install.installed_header(Path(path)) for path in paths] if module._diff else []
     try:
         results = cni_install.install(bin_dir, python, dry_run=module.check_mode)
     except (OSError, ValueError) as exc:
@@ -110,6 +110,7 @@ def main():
     changed = any(item["changed"] for item in executables)
     result = dict(changed=changed, executables=executables)
     if module._diff:
+        wanted = cni_install.header(cni_install.launcher_source(python))
         result["diff"] = dict(
             before="".join(_describe(path, head) + "\n" for path, head in zip(paths, before)),
             after="".join(_describe(path, wanted) + "\n" for path in paths),
