@@ -54,9 +54,9 @@ test-vm: deps venv
 test-molecule: deps venv
 	scripts/molecule.sh $(SCENARIOS)
 
-# Day-2 operations on podman hosts (50 min at load 15, not in `make test`): live encapsulation migration.
+# Day-2 operations on podman hosts (not in `make test`): live encapsulation migration (50 min at load 15), rolling upgrade with rollback.
 test-day2: deps venv
-	scripts/molecule.sh migrate
+	scripts/molecule.sh migrate upgrade
 
 bench: deps venv
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done

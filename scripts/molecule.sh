@@ -63,7 +63,7 @@ run_scenario() {
 # first so the lanes end together. One failure lets the running ones finish, starts no more.
 jobs=${MOLECULE_JOBS:-2}
 ordered=()
-for s in lifecycle route_reflector default vxlan kubernetes migrate; do
+for s in lifecycle route_reflector default vxlan kubernetes migrate upgrade; do
   for want in "${scenarios[@]}"; do [ "$want" = "$s" ] && ordered+=("$s"); done
 done
 for want in "${scenarios[@]}"; do

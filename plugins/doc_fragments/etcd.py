@@ -32,7 +32,7 @@ options:
     type: path
 requirements:
   - The C(pycalico) Python package on the host that runs the module (the C(node) role installs it in
-    C(/opt/pycalico); set C(ansible_python_interpreter=/opt/pycalico/bin/python3)).
+    C(/opt/pycalico/current); set C(ansible_python_interpreter=/opt/pycalico/current/bin/python3)).
 notes:
   - The module is a thin front end over the C(pycalico) data model, which validates every resource.
 """

@@ -51,7 +51,7 @@ def connection_argument_spec():
 def check_pycalico(module):
     if not HAS_PYCALICO:
         module.fail_json(msg=missing_required_lib("pycalico (run the module with the pycalico venv's python, "
-                                                  "e.g. ansible_python_interpreter=/opt/pycalico/bin/python3)"),
+                                                  "e.g. ansible_python_interpreter=/opt/pycalico/current/bin/python3)"),
                          exception=PYCALICO_IMPORT_ERROR)
 
 

@@ -26,6 +26,7 @@ import uuid
 TUNNEL_DEVICES = {"vxlan": "vxlan.calico", "ipip": "tunl0"}
 CHECK_TITLES = (
     ("units", "Units"),
+    ("release", "Release the units run"),
     ("readiness", "Agent readiness"),
     ("address", "Node address"),
     ("bgp", "BGP sessions"),
@@ -59,6 +60,30 @@ def unit_rows(node, units):
         rc, out, dummy = run(["systemctl", "is-active", unit])
         state = out.strip() or "unknown"
         rows.append(row("units", node, rc == 0 and state == "active", state, unit))
+    return rows
+
+
+def release_rows(node, units, release, proc="/proc"):
+    """Each unit's main process runs an interpreter inside ``release`` (a release directory or a
+    link to one, e.g. /opt/pycalico/current): its scripts' first line names the release's python."""
+    target = os.path.realpath(release)
+    rows = []
+    for unit in units:
+        rc, out, err = run(["systemctl", "show", "--property=MainPID", "--value", unit])
+        pid = out.strip()
+        if rc != 0 or not pid.isdigit() or pid == "0":
+            rows.append(row("release", node, False, "no main process (%s)" % (err.strip() or "not running"), unit))
+            continue
+        try:
+            with open(os.path.join(proc, pid, "cmdline"), "rb") as f:
+                interpreter = f.read().split(b"\0")[0].decode(errors="replace")
+        except OSError as exc:
+            rows.append(row("release", node, False, "pid %s: %s" % (pid, exc), unit))
+            continue
+        runs = os.path.dirname(os.path.dirname(os.path.normpath(interpreter)))
+        ok = runs == target
+        detail = "pid %s runs %s" % (pid, runs) if ok else "pid %s runs %s, not %s" % (pid, runs, target)
+        rows.append(row("release", node, ok, detail, unit))
     return rows
 
 

@@ -46,7 +46,7 @@ EXAMPLES = r"""
   pycalico.network.cni_install:
     bin_dir: /opt/cni/bin
   vars:
-    ansible_python_interpreter: /opt/pycalico/bin/python
+    ansible_python_interpreter: /opt/pycalico/current/bin/python
 """
 
 RETURN = r"""

@@ -13,7 +13,7 @@ short_description: Check one pycalico node for playbooks/verify.yml (units, read
 version_added: "0.1.0"
 description:
   - Reports rows C({check, node, peer, ok, detail}); never fails on a problem (pycalico.network.verify_report does).
-  - C(units) are active (systemd); the agent answers C(/readiness) with 200.
+  - C(units) are active (systemd); the agent answers C(/readiness) with 200; with O(release), they run that release.
   - The Node record's address is on a local interface and inside O(expected_cidr).
   - BIRD's BGP protocols are exactly those confd derives from the datastore (pycalico.bgp.config.compute_peers),
     each Established.
@@ -56,6 +56,18 @@ options:
     description: Also run the IPAM consistency check (once per cluster is enough).
     type: bool
     default: false
+  release:
+    description:
+      - A release directory, or a link to one (C(/opt/pycalico/current)); empty skips.
+      - The main process of each of O(release_units) that is also in O(units) must run that release's interpreter
+        (the gate of playbooks/upgrade.yml, so that the restarted services are known to run the new code).
+    type: path
+    default: ""
+  release_units:
+    description: The units run from the pycalico venv, checked against O(release).
+    type: list
+    elements: str
+    default: [pycalico-agent, pycalico-confd]
 """
 
 EXAMPLES = r"""
@@ -126,6 +138,8 @@ def main():
         bird_socket=dict(type="path", default="/var/run/pycalico/bird.ctl"),
         expected_cidr=dict(type="str", default=""),
         ipam_check=dict(type="bool", default=False),
+        release=dict(type="path", default=""),
+        release_units=dict(type="list", elements="str", default=["pycalico-agent", "pycalico-confd"]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     check_pycalico(module)
@@ -133,6 +147,8 @@ def main():
     name = _nodename(p)
     label = name or "(unregistered)"
     rows = netcheck.unit_rows(label, p["units"])
+    if p["release"]:
+        rows += netcheck.release_rows(label, [u for u in p["release_units"] if u in p["units"]], p["release"])
     if p["health_port"]:
         rows.append(netcheck.readiness_row(label, p["health_port"]))
     with connected(module) as client:

@@ -329,14 +329,15 @@ def test_kubeasz_names_reach_the_role_variables(ansible_env, tmp_path):
              "agent_pool_ipip_mode", "agent_pool_vxlan_mode", "agent_rr_cluster_id", "agent_node_labels",
              "bgp_backend", "cni_etcd_endpoints", "cluster_name", "cluster_pool_cidr", "cluster_node_names",
              "cluster_rr_node_names", "certs_dir", "node_wheel_cache", "cni_kubernetes", "pycalico_python",
-             "node_venv", "agent_venv", "bgp_venv", "cni_python", "kube_controllers_venv", "clean_venv"]
+             "node_install_root", "agent_venv", "bgp_venv", "cni_python", "kube_controllers_venv",
+             "clean_install_root"]
     msg = "{{ {" + ", ".join(f"'{n}': {n}" for n in names) + "} | to_json }}"
     env = dict(ansible_env, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
     proc = subprocess.run(
         [str(VENV_BIN / "ansible"), "kube_master:kube_node", "-i", str(EXAMPLE), "--playbook-dir",
          str(REPO / "playbooks"), "-m", "ansible.builtin.debug", "-a", f"msg={msg}",
          "-e", "CALICO_RR_ENABLED=true", "-e", "CALICO_IPV4POOL_IPIP=off", "-e", "cluster_dir=/srv/clusters/c1",
-         "-e", "CALICO_NETWORKING_BACKEND=bird", "-e", "pycalico_venv=/srv/pycalico"],
+         "-e", "CALICO_NETWORKING_BACKEND=bird", "-e", "pycalico_install_root=/srv/pycalico"],
         env=env, capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     hosts = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]
@@ -355,11 +356,11 @@ def test_kubeasz_names_reach_the_role_variables(ansible_env, tmp_path):
     assert master["bgp_backend"] == "bird"
     assert (master["certs_dir"], master["node_wheel_cache"]) == ("/srv/clusters/c1/ssl", "/srv/clusters/c1/wheels")
     assert master["cni_kubernetes"] is False  # plain CNI unless the inventory says pycalico_kubernetes=true
-    # One variable for the venv's path.
-    assert {master[v] for v in ("node_venv", "agent_venv", "bgp_venv", "kube_controllers_venv", "clean_venv")} \
-        == {"/srv/pycalico"}
-    assert master["pycalico_python"] == "/srv/pycalico/bin/python3"
-    assert master["cni_python"] == "/srv/pycalico/bin/python"
+    # One variable for where pycalico lives; everything runs through the current release.
+    assert (master["node_install_root"], master["clean_install_root"]) == ("/srv/pycalico", "/srv/pycalico")
+    assert {master[v] for v in ("agent_venv", "bgp_venv", "kube_controllers_venv")} == {"/srv/pycalico/current"}
+    assert master["pycalico_python"] == "/srv/pycalico/current/bin/python3"
+    assert master["cni_python"] == "/srv/pycalico/current/bin/python"
 
 
 def test_built_collection_installs_and_runs_its_playbooks(ansible_env, tmp_path):

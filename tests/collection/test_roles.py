@@ -46,9 +46,9 @@ def test_clean_removes_every_pycalico_unit():
     assert len(units) >= 4
     assert sorted(defaults["clean_units"]) == units
     assert {f"/etc/systemd/system/{u}" for u in units} <= set(defaults["clean_paths"])
-    assert "{{ clean_venv }}" in defaults["clean_paths"]
+    assert "{{ clean_install_root }}" in defaults["clean_paths"]
     group_vars = yaml.safe_load((REPO / "playbooks" / "group_vars" / "all" / "pycalico.yml").read_text())
-    assert group_vars["clean_venv"] == "{{ pycalico_venv }}"
+    assert group_vars["clean_install_root"] == "{{ pycalico_install_root }}"
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -149,14 +149,14 @@ def test_agent_environment_matches_the_interface_contract(rendered):
 def test_units(rendered):
     agent = (rendered / "pycalico-agent.service").read_text()
     assert "Type=notify" in agent and "EnvironmentFile=/etc/pycalico/pycalico.env" in agent
-    assert "ExecStart=/opt/pycalico/bin/pycalico-agent" in agent and "NoNewPrivileges=yes" in agent
+    assert "ExecStart=/opt/pycalico/current/bin/pycalico-agent" in agent and "NoNewPrivileges=yes" in agent
     bird = (rendered / "pycalico-bird.service").read_text()
     start = next(line for line in bird.splitlines() if line.startswith("ExecStart="))
     assert start.startswith("ExecStart=/usr/sbin/bird ")
     assert " -f " in start and " -c /etc/pycalico/bird/bird.conf " in start
     assert start.endswith(" -s /var/run/pycalico/bird.ctl")
     confd = (rendered / "pycalico-confd.service").read_text()
-    assert "ExecStart=/opt/pycalico/bin/pycalico-confd" in confd
+    assert "ExecStart=/opt/pycalico/current/bin/pycalico-confd" in confd
     etcd = env_file(rendered / "etcd.env")
     assert etcd["ETCD_INITIAL_CLUSTER"] == ",".join(
         f"etcd-192.168.1.{i}=https://192.168.1.{i}:2380" for i in (1, 2, 3))
