@@ -125,7 +125,7 @@ deploy() {
 status() {
   for i in $(seq 1 "$NHOSTS"); do
     echo "--- $(host_name "$i") ($(host_ip "$i")): pycalicoctl node status"
-    podman exec "$(host_name "$i")" /opt/pycalico/bin/pycalicoctl node status || true
+    podman exec "$(host_name "$i")" /opt/pycalico/current/bin/pycalicoctl node status || true
   done
 }
 
@@ -134,7 +134,7 @@ wait_established() {
   local want=$((NHOSTS - 1))
   for i in $(seq 1 "$NHOSTS"); do
     for _ in $(seq 1 150); do
-      n=$(podman exec "$(host_name "$i")" /opt/pycalico/bin/pycalicoctl node status 2>/dev/null \
+      n=$(podman exec "$(host_name "$i")" /opt/pycalico/current/bin/pycalicoctl node status 2>/dev/null \
           | grep -c Established || true)
       [ "$n" -ge "$want" ] && break
       sleep 0.2
