@@ -7,24 +7,29 @@
 #   scripts/lab.sh down    (make lab-down)  remove containers, network and lab files
 #   scripts/lab.sh status                   node status from every host
 #
-# Settings (environment): LAB_BACKEND=bird|vxlan (bird), LAB_HOSTS (3).
+#   scripts/lab.sh hosts                    only the hosts and the inventory ($STATE/hosts), no deploy
+#
+# Settings (environment): LAB_BACKEND=bird|vxlan (bird), LAB_HOSTS (3); a second lab beside the
+# first (bench/deploy.py): LAB_PREFIX (pycalico-lab, the containers' and network's name),
+# LAB_SUBNET_PREFIX (10.89.60), LAB_STATE (.lab).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export CONTAINERS_CONF=$ROOT/lab/containers.conf
 IMAGE=${LAB_IMAGE:-localhost/pycalico-lab-base:bookworm-2}
-NET=pycalico-lab
-SUBNET_PREFIX=10.89.60
+PREFIX=${LAB_PREFIX:-pycalico-lab}
+NET=$PREFIX
+SUBNET_PREFIX=${LAB_SUBNET_PREFIX:-10.89.60}
 NHOSTS=${LAB_HOSTS:-3}
 BACKEND=${LAB_BACKEND:-bird}
-STATE=$ROOT/.lab
+STATE=${LAB_STATE:-$ROOT/.lab}
 PY=$ROOT/.venv/bin/python
 T0=$(date +%s)
 
 step_start=0
 step() { step_start=$(date +%s); printf '\n==> %s\n' "$*"; }
 done_step() { printf '    done in %ss\n' "$(( $(date +%s) - step_start ))"; }
-host_name() { echo "pycalico-lab-$1"; }
+host_name() { echo "$PREFIX-$1"; }
 host_ip() { echo "$SUBNET_PREFIX.$((10 + $1))"; }
 
 lab_down() {
@@ -173,6 +178,7 @@ case "${1:-up}" in
   down) lab_down ;;
   status) status ;;
   deploy) deploy ;;
+  hosts) tools; hosts_up; write_inventory ;;
   prove) prove ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|hosts" >&2; exit 2 ;;
 esac

@@ -11,15 +11,16 @@ overlaps its window (a window with no reply at all is a gap from its start to it
 import json
 import re
 import sys
+from itertools import pairwise
 
 REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from ")
 
 
-def main() -> int:
-    with open(sys.argv[1]) as f:
-        times = sorted(float(m.group(1)) for m in map(REPLY.match, f) if m)
-    with open(sys.argv[2]) as f:
-        steps = json.load(f)
+def reply_times(lines) -> list[float]:  # type: ignore[no-untyped-def]
+    return sorted(float(m.group(1)) for m in map(REPLY.match, lines) if m)
+
+
+def gap_rows(times: list[float], steps: list[dict]) -> list[dict]:  # type: ignore[type-arg]
     rows = []
     for step in steps + [{"step": "all", "start": steps[0]["start"], "end": steps[-1]["end"]}]:
         start, end = float(step["start"]), float(step["end"])
@@ -27,9 +28,17 @@ def main() -> int:
         before = [t for t in times if t < start][-1:]
         after = [t for t in times if t > end][:1]
         points = before + inside + after
-        gap = max((b - a for a, b in zip(points, points[1:])), default=end - start)
+        gap = max((b - a for a, b in pairwise(points)), default=end - start)
         rows.append({"step": step["step"], "replies": len(inside), "gap_max_s": round(gap, 3)})
-    print(json.dumps(rows))
+    return rows
+
+
+def main() -> int:
+    with open(sys.argv[1]) as f:
+        times = reply_times(f)
+    with open(sys.argv[2]) as f:
+        steps = json.load(f)
+    print(json.dumps(gap_rows(times, steps)))
     return 0
 
 
