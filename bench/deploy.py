@@ -93,6 +93,18 @@ def changed(recap: str) -> int:
     return sum(int(n) for n in re.findall(r"changed=(\d+)", section))
 
 
+def changed_tasks(output: str) -> list[str]:
+    """'task: host' for every changed result of a run (the default callback's text)."""
+    task, out = "", []
+    for line in output.splitlines():
+        m = re.match(r"^(?:TASK|RUNNING HANDLER) \[(.*)\]", line)
+        if m:
+            task = m.group(1)
+        elif line.startswith("changed: ["):
+            out.append(f"{task}: {line[len('changed: ['):].split(']')[0]}")
+    return out
+
+
 def bumped_sources(into: Path) -> Path:
     """A copy of the sources with a version bump (as a release would be built)."""
     src = into / "bumped"
@@ -132,6 +144,10 @@ def main() -> int:
         t_second, out, _ = lab.playbook("network.yml", "network-2.log")
         result["second_run_s"], result["second_changed"] = round(t_second, 1), changed(out)
         print(f"second run: {t_second:.1f} s, changed={result['second_changed']}", flush=True)
+        for line in changed_tasks(out):
+            print(f"    changed: {line}")
+        slowest = out[out.find("TASKS RECAP"):].splitlines()[3:18]
+        print("    slowest tasks of the second run:\n" + "\n".join(f"      {line}" for line in slowest), flush=True)
 
         lab.pod(1, "add", "pcbpod-a")
         target = lab.pod(HOSTS, "add", "pcbpod-b")

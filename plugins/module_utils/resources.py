@@ -208,15 +208,20 @@ BGP_CONFIG_FIELDS = {
     "spec.logSeverityScreen": "log_severity_screen",
     "spec.bindMode": "bind_mode",
     "spec.nodeMeshMaxRestartTime": "node_mesh_max_restart_time",
+    "spec.nodeMeshPassword": "node_mesh_password_secret",
     "metadata.name": "name",
 }
 
 
 def ensure_bgp_configuration(store, name, spec, state="present", check_mode=False):
-    """Fields given are set; fields not given are kept."""
+    """Fields given are set (None: removed); fields not given are kept."""
     def desired_from(current):
         desired = BGPConfiguration(name, {}) if current is None else current.copy()
-        desired.spec.update(spec)
+        for field, value in spec.items():
+            if value is None:
+                desired.spec.pop(field, None)
+            else:
+                desired.spec[field] = value
         return desired
 
     return _ensure(store, BGPConfiguration, name, state, check_mode, desired_from)

@@ -9,8 +9,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import re
-
+from ansible_collections.pycalico.network.plugins.module_utils.bgp_names import SECRET_KEY, peer_name
 from ansible_collections.pycalico.network.plugins.module_utils.datastore import ValidationError, comparable
 from ansible_collections.pycalico.network.plugins.module_utils.resources import Result, prepare, same, write
 
@@ -20,12 +19,6 @@ except ImportError:  # reported by check_pycalico()
     pass
 
 MANAGED_LABEL = "pycalico.io/inventory-peer"
-
-
-def peer_name(peer):
-    """pycalico-ext-<node or global>-<address>, a valid resource name."""
-    scope = peer.get("node") or "global"
-    return re.sub(r"[^a-z0-9.-]", "-", ("pycalico-ext-%s-%s" % (scope, peer["peer_ip"])).lower())
 
 
 def desired_peers(peers):
@@ -42,6 +35,12 @@ def desired_peers(peers):
                               ("max_restart_time", "maxRestartTime"), ("ttl_security", "ttlSecurity")):
             if peer.get(option) is not None:
                 spec[field] = peer[option]
+        if peer.get("password") or peer.get("password_file"):
+            raise ValidationError("peers[%d].password" % i, "(hidden)",
+                                  "no password here: password_secret, the name of the secret the bgp role installs "
+                                  "(the pycalico.network.bgp_peer_refs filter turns password/password_file into it)")
+        if peer.get("password_secret"):
+            spec["password"] = {"secretKeyRef": {"name": str(peer["password_secret"]), "key": SECRET_KEY}}
         out[peer_name(peer)] = spec
     return out
 

@@ -51,6 +51,12 @@ options:
   node_mesh_max_restart_time:
     description: Graceful restart time of the node-to-node mesh sessions, a duration such as C(120s).
     type: str
+  node_mesh_password_secret:
+    description:
+      - The secret holding the node-to-node mesh password on every node (C(/etc/pycalico/bgp-secrets/<name>/password),
+        installed by the bgp role); sets C(nodeMeshPassword.secretKeyRef) C({name, key=password}).
+      - An empty string removes the mesh password; unset leaves it as it is.
+    type: str
 """
 
 EXAMPLES = r"""
@@ -95,6 +101,8 @@ from ansible_collections.pycalico.network.plugins.module_utils.resources import 
     ensure_bgp_configuration,
 )
 
+from ansible_collections.pycalico.network.plugins.module_utils.bgp_names import SECRET_KEY
+
 try:
     from pycalico.model import ResourceStore
 except ImportError:  # reported by check_pycalico()
@@ -121,6 +129,7 @@ def main():
         log_severity_screen=dict(type="str", choices=BGP_LOG_LEVEL_CHOICES),
         bind_mode=dict(type="str", choices=BIND_MODE_CHOICES),
         node_mesh_max_restart_time=dict(type="str"),
+        node_mesh_password_secret=dict(type="str", no_log=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     check_pycalico(module)
@@ -128,6 +137,10 @@ def main():
     spec = {}
     for option, field in SPEC.items():
         set_if_given(spec, field, p[option])
+    if p["node_mesh_password_secret"] is not None:
+        # "" takes the mesh password away
+        spec["nodeMeshPassword"] = ({"secretKeyRef": {"name": p["node_mesh_password_secret"], "key": SECRET_KEY}}
+                                    if p["node_mesh_password_secret"] else None)
 
     with connected(module, BGP_CONFIG_FIELDS) as client:
         result = ensure_bgp_configuration(ResourceStore(client), p["name"], spec, state=p["state"],

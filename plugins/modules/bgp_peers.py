@@ -24,7 +24,10 @@ options:
   peers:
     description:
       - The routers; each has C(peer_ip), C(as_number), optionally C(node) (the node name; global without),
-        C(keep_original_next_hop), C(source_address), C(max_restart_time), C(ttl_security).
+        C(keep_original_next_hop), C(source_address), C(max_restart_time), C(ttl_security), C(password_secret).
+      - C(password_secret) names the secret holding the session's password on the nodes
+        (C(/etc/pycalico/bgp-secrets/<name>/password), installed by the bgp role); the BGPPeer gets
+        C(password.secretKeyRef) C({name, key=password}). A password itself is refused here.
     type: list
     elements: dict
     default: []
@@ -84,6 +87,10 @@ def main():
     argument_spec = connection_argument_spec()
     argument_spec.update(peers=dict(type="list", elements="dict", default=[]))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    # a password given here by mistake is refused, and masked wherever Ansible echoes the arguments
+    for peer in module.params["peers"]:
+        if isinstance(peer, dict) and peer.get("password"):
+            module.no_log_values.add(str(peer["password"]))
     check_pycalico(module)
     with connected(module) as client:
         result = ensure_peer_set(ResourceStore(client), module.params["peers"], check_mode=module.check_mode)

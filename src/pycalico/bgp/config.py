@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,17 @@ def router_id(node: Node, override: str = "") -> str:
     return node.ip
 
 
-def compute_peers(me: Node, nodes: Mapping[str, Node], bgp: BGPConfiguration, peers: Iterable[BGPPeer]) -> list[Peer]:
+# (what, a BGPPassword field or None) -> the password, "" for none, None to leave the peer out
+# (a referenced secret that cannot be read). The caller does the reading: this module does no I/O.
+PasswordResolver = Callable[[str, Any], "str | None"]
+
+
+def _no_passwords(what: str, field: Any) -> str:
+    return ""
+
+
+def compute_peers(me: Node, nodes: Mapping[str, Node], bgp: BGPConfiguration, peers: Iterable[BGPPeer],
+                  password: PasswordResolver = _no_passwords) -> list[Peer]:
     global_as = bgp.as_number
     # every Calico node listens on the global listenPort: peers that are nodes are dialled there
     node_port = bgp.listen_port if bgp.listen_port != 179 else None
@@ -107,18 +117,23 @@ def compute_peers(me: Node, nodes: Mapping[str, Node], bgp: BGPConfiguration, pe
 
     mesh_restart = _seconds(bgp.spec.get("nodeMeshMaxRestartTime"))
 
-    def calico_peer(kind: str, node: Node, options: BGPPeer | None = None) -> Peer:
+    def calico_peer(kind: str, node: Node, options: BGPPeer | None = None, secret: str = "") -> Peer:
         asn = node.as_number or global_as
         rr_client = bool(me.rr_cluster_id) and asn == my_as and node.rr_cluster_id != me.rr_cluster_id
         extra = _peer_options(options) if options is not None else {"restart_time": mesh_restart}
         return Peer(peer_name(kind, node.ip, node_port), node.ip, asn, kind, port=node_port,
                     passive=int(_ip_key(node.ip)) > int(_ip_key(my_ip)), rr_client=rr_client, source_address=my_ip,
-                    **extra)
+                    password=secret, **extra)
 
     peer_list = sorted(peers, key=lambda p: p.name)
     for p in peer_list:
         kind = "global" if p.is_global() else "node"
-        if p.applies_to(me.name, me.labels):
+        applies = p.applies_to(me.name, me.labels)
+        reverse = bool(p.peer_selector) and matches(p.peer_selector, me.labels)
+        secret = password(f"BGPPeer {p.name} spec.password", p.spec.get("password")) if applies or reverse else ""
+        if secret is None:
+            continue
+        if applies:
             if p.peer_ip:
                 ip, port = split_peer_ip(p.peer_ip)
                 asn = p.as_number or global_as
@@ -126,20 +141,21 @@ def compute_peers(me: Node, nodes: Mapping[str, Node], bgp: BGPConfiguration, pe
                 options = _peer_options(p)
                 add(Peer(peer_name(kind, ip, port), ip, asn, kind, port=port, source_address=source,
                          multihop=asn == my_as and not options["ttl_security"],
-                         rr_client=bool(me.rr_cluster_id) and asn == my_as, **options))
+                         rr_client=bool(me.rr_cluster_id) and asn == my_as, password=secret, **options))
             elif p.peer_selector:
                 for node in sorted(others, key=lambda n: _ip_key(n.ip)):
                     if matches(p.peer_selector, node.labels):
-                        add(calico_peer(kind, node, p))
+                        add(calico_peer(kind, node, p, secret))
         # reverse peering: the nodes this peer's selector picks peer back with its targets
-        if p.peer_selector and matches(p.peer_selector, me.labels):
+        if reverse:
             for node in sorted(others, key=lambda n: _ip_key(n.ip)):
                 if p.applies_to(node.name, node.labels):
-                    add(calico_peer(kind, node, p))
+                    add(calico_peer(kind, node, p, secret))
     if bgp.node_to_node_mesh and not me.rr_cluster_id:
+        mesh_secret = password("BGPConfiguration default spec.nodeMeshPassword", bgp.spec.get("nodeMeshPassword"))
         for node in sorted(others, key=lambda n: _ip_key(n.ip)):
-            if not node.rr_cluster_id:
-                add(calico_peer("mesh", node))
+            if not node.rr_cluster_id and mesh_secret is not None:
+                add(calico_peer("mesh", node, secret=mesh_secret))
     return sorted(mine.values(), key=lambda p: (p.kind != "mesh", _ip_key(p.ip)))
 
 
@@ -177,7 +193,7 @@ def _peer_options(p: BGPPeer) -> dict[str, Any]:
 
 def compute(nodename: str, nodes: Mapping[str, Node], bgp: BGPConfiguration | None, peers: Iterable[BGPPeer],
             pools: Iterable[IPPool], blocks: Iterable[str], *, uplink: str = "", router_id_override: str = "",
-            programs_ipip: bool = True) -> BirdConfig | None:
+            programs_ipip: bool = True, password: PasswordResolver = _no_passwords) -> BirdConfig | None:
     """None when this node has no IPv4 address yet (BIRD cannot start without a router id)."""
     me = nodes.get(nodename)
     if me is None or not me.ip:
@@ -210,7 +226,7 @@ def compute(nodename: str, nodes: Mapping[str, Node], bgp: BGPConfiguration | No
         uplink=uplink,
         rr_cluster_id=me.rr_cluster_id,
         listen_port=bgp.listen_port,
-        peers=compute_peers(me, nodes, bgp, peers),
+        peers=compute_peers(me, nodes, bgp, peers, password),
         pools=pool_rules,
         blocks=local_blocks,
         log_level=bgp.log_severity,

@@ -22,6 +22,7 @@ from typing import Any
 
 from pycalico.bgp import bird
 from pycalico.bgp import config as bgpconfig
+from pycalico.bgp import secrets as bgpsecrets
 from pycalico.config import DatastoreSettings
 from pycalico.datastore.etcd import EtcdClient, KeyValue
 from pycalico.datastore.syncer import Syncer, TypedCache
@@ -52,8 +53,10 @@ def interface_of(ip: str) -> str:
 
 class Confd:
     def __init__(self, client: EtcdClient, nodename: str, bird_dir: Path, ctl: str, *,
-                 router_id: str = "", bird_bin: str = "bird") -> None:
+                 router_id: str = "", bird_bin: str = "bird",
+                 secrets_dir: str | os.PathLike[str] = bgpsecrets.DEFAULT_DIRECTORY) -> None:
         self.client = client
+        self.password = bgpsecrets.resolver(bgpsecrets.FileSecrets(secrets_dir), log)
         self.nodename = nodename
         self.conf = bird_dir / "bird.conf"
         self.ctl = ctl
@@ -107,7 +110,7 @@ class Confd:
             self.uplink = interface_of(me.ip)
             self._uplink_ip = me.ip
         cfg = bgpconfig.compute(self.nodename, nodes, bgp, peers, pools, blocks, uplink=self.uplink,
-                                router_id_override=self.router_id)
+                                router_id_override=self.router_id, password=self.password)
         return bgpconfig.render(cfg) if cfg is not None else None
 
     def update(self) -> bool:
@@ -120,7 +123,11 @@ class Confd:
             return False
         self.conf.parent.mkdir(parents=True, exist_ok=True)
         candidate = self.conf.with_name(self.conf.name + ".new")
-        candidate.write_text(text)
+        # 0600 from the first byte: the config may hold BGP passwords.
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
         problem = bird.check_config(str(candidate), self.bird_bin)
         if problem is not None:
             rejected = self.conf.with_name(self.conf.name + ".rejected")
@@ -179,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("CALICO_NETWORKING_BACKEND=%s: no BGP; confd has nothing to do", backend)
     run_dir = Path(env.get("PYCALICO_RUN_DIR") or "/var/run/pycalico")
     confd = Confd(client, nodename_from_env(env), Path(env.get("PYCALICO_BIRD_DIR") or "/etc/pycalico/bird"),
-                  str(run_dir / "bird.ctl"), router_id=env.get("CALICO_ROUTER_ID", ""))
+                  str(run_dir / "bird.ctl"), router_id=env.get("CALICO_ROUTER_ID", ""),
+                  secrets_dir=env.get("PYCALICO_BGP_SECRETS_DIR") or bgpsecrets.DEFAULT_DIRECTORY)
 
     def on_signal(signum: int, frame: object) -> None:
         confd.stop_event.set()

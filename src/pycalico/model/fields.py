@@ -42,16 +42,22 @@ NODE_SPEC: Schema = {
     "interfaces": [_names("name addresses")],
 }
 
-BGPPEER_SPEC: Schema = _names(
-    "node nodeSelector peerIP asNumber localASNumber peerSelector keepOriginalNextHop nextHopMode password "
-    "sourceAddress maxRestartTime keepaliveTime numAllowedLocalASNumbers ttlSecurity reachableBy filters "
-    "localWorkloadSelector reversePeering")
+# BGPPassword: a reference to a Secret's key (in pycalico a file, see pycalico.bgp.secrets).
+BGP_PASSWORD: Schema = {"secretKeyRef": _names("name key optional")}
+BGPPEER_SPEC: Schema = {
+    **_names(
+        "node nodeSelector peerIP asNumber localASNumber peerSelector keepOriginalNextHop nextHopMode "
+        "sourceAddress maxRestartTime keepaliveTime numAllowedLocalASNumbers ttlSecurity reachableBy filters "
+        "localWorkloadSelector reversePeering"),
+    "password": BGP_PASSWORD,
+}
 
 _CIDR_BLOCK = _names("cidr")
 BGPCONFIGURATION_SPEC: Schema = {
     **_names("logSeverityScreen nodeToNodeMeshEnabled asNumber serviceLoadBalancerAggregation listenPort "
-             "nodeMeshPassword nodeMeshMaxRestartTime bindMode ignoredInterfaces localWorkloadPeeringIPV4 "
+             "nodeMeshMaxRestartTime bindMode ignoredInterfaces localWorkloadPeeringIPV4 "
              "localWorkloadPeeringIPV6 programClusterRoutes ipv4NormalRoutePriority ipv6NormalRoutePriority"),
+    "nodeMeshPassword": BGP_PASSWORD,
     "serviceLoadBalancerIPs": [_CIDR_BLOCK],
     "serviceExternalIPs": [_CIDR_BLOCK],
     "serviceClusterIPs": [_CIDR_BLOCK],

@@ -419,6 +419,25 @@ class BGPPeer(Resource):
         _check_choice("spec.nextHopMode", spec.get("nextHopMode"), NEXT_HOP_MODES)
         _check_choice("spec.sourceAddress", spec.get("sourceAddress"), SOURCE_ADDRESS_MODES)
         _check_bool("spec.keepOriginalNextHop", spec.get("keepOriginalNextHop"))
+        _check_password("spec.password", spec.get("password"))
+
+
+_SECRET_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-Za-z0-9])?")
+
+
+def _check_password(path: str, value: Any) -> None:
+    """A BGPPassword: ``{secretKeyRef: {name, key}}``, names as Kubernetes allows them."""
+    if value is None:
+        return
+    ref = value.get("secretKeyRef") if isinstance(value, dict) else None
+    if not isinstance(ref, dict):
+        raise ValidationError(path, value, "{secretKeyRef: {name: <secret>, key: <key>}}")
+    for part in ("name", "key"):
+        text = ref.get(part)
+        if not isinstance(text, str) or not _SECRET_PART.fullmatch(text) or ".." in text:
+            raise ValidationError(f"{path}.secretKeyRef.{part}", text,
+                                  "letters, digits, '-', '_' and '.', starting and ending with a letter or digit")
+    _check_bool(f"{path}.secretKeyRef.optional", ref.get("optional"))
 
 
 def split_peer_ip(peer: str) -> tuple[str, int | None]:
@@ -462,6 +481,7 @@ class BGPConfiguration(Resource):
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
             raise ValidationError("spec.listenPort", port, "an integer port from 1 to 65535")
         _check_choice("spec.bindMode", spec.get("bindMode"), BIND_MODES)
+        _check_password("spec.nodeMeshPassword", spec.get("nodeMeshPassword"))
         for field in ("serviceClusterIPs", "serviceExternalIPs", "serviceLoadBalancerIPs"):
             for i, item in enumerate(spec.get(field) or []):
                 parse_cidr(f"spec.{field}[{i}].cidr", (item or {}).get("cidr"), strict=False)
