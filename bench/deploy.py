@@ -70,9 +70,10 @@ class Lab:
         key = self.state / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         for i in range(1, HOSTS + 1):
-            self.exec(i, "sh", "-c", "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server "
-                      ">/dev/null && install -d -m 0700 /root/.ssh && cat > /root/.ssh/authorized_keys "
-                      "&& systemctl enable --now ssh >/dev/null 2>&1", stdin=key.with_suffix(".pub").read_text())
+            self.exec(i, "sh", "-c", "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq "
+                      "&& apt-get install -y -qq openssh-server >/dev/null && install -d -m 0700 /root/.ssh "
+                      "&& cat > /root/.ssh/authorized_keys && systemctl enable --now ssh >/dev/null 2>&1",
+                      stdin=key.with_suffix(".pub").read_text())
         lines = []
         for line in (self.state / "hosts").read_text().splitlines():
             line = re.sub(r" ansible_host=\S+", "", line)
