@@ -33,6 +33,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.topology import poll  # noqa: E402
+
 GOALS = {"first_run_s": 120.0, "second_run_s": 45.0, "second_changed": 0, "migration_gap_max_s": 1.0,
          "upgrade_gap_max_s": 1.0}
 # Printed and in the RESULT line, no goal: the second run through podman exec (make lab's connection).
@@ -146,14 +150,6 @@ def bumped_sources(into: Path) -> Path:
     return src
 
 
-def poll(what: str, check, deadline_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() > end:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", action="store_true", help="leave the hosts up at the end")
@@ -187,7 +183,7 @@ def main() -> int:
         def reaches() -> bool:
             return subprocess.run(["podman", "exec", lab.host(1), "ip", "netns", "exec", "pcbpod-a", "ping", "-c1",
                                    "-W1", target], capture_output=True, check=False).returncode == 0
-        poll("the first pod ping", reaches)
+        poll(reaches, 60, interval=0.2, what="the first pod ping")
         lab.exec(1, "sh", "-c", f"setsid nohup ip netns exec pcbpod-a ping -D -i 0.1 -W 1 {target} "
                  "> /var/tmp/pcb-ping.log 2>&1 < /dev/null & echo $! > /var/tmp/pcb-ping.pid")
         windows = []

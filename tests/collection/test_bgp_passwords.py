@@ -13,18 +13,7 @@ from typing import Any
 from pycalico.model import BGPConfiguration, BGPPeer, Node, ResourceStore
 from tests.collection.conftest import snapshot
 from tests.collection.test_playbooks import recap
-
-CLUSTER_PLAY = """
-- name: Topology
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  tasks:
-    - name: Reconcile
-      ansible.builtin.include_role:
-        name: pycalico.network.cluster
-        tasks_from: rr
-"""
+from tests.collection.test_topology import PLAY as CLUSTER_PLAY
 
 SECRETS_PLAY = """
 - name: Secrets

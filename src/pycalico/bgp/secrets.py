@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pycalico.bgp.config import PasswordResolver
 
 DEFAULT_DIRECTORY = "/etc/pycalico/bgp-secrets"
 
@@ -48,7 +49,7 @@ class FileSecrets:
         return value
 
 
-def resolver(secrets: FileSecrets, log: logging.Logger) -> Callable[[str, Any], str | None]:
+def resolver(secrets: FileSecrets, log: logging.Logger) -> PasswordResolver:
     """A pycalico.bgp.config.PasswordResolver over ``secrets``: "" without a reference, the password,
     "" for an ``optional`` secret that cannot be read, None (leave the peer out) otherwise."""
 
