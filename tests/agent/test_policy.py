@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from pycalico.agent.policy.dataplane import IptablesPolicyDataplane
+from pycalico.agent.policy.dataplane import FORWARD_APPENDS, IptablesPolicyDataplane
 from pycalico.agent.policy.iptables import FilterTable, Renderer
 from pycalico.agent.policy.resolve import PolicyCalculator, PolicyInputs
 from pycalico.model import (
@@ -529,5 +529,80 @@ def test_prewrite_writes_only_chains_no_rule_reaches(unique):
             now = sets()
             assert now[live_set] == ["10.0.0.1"]  # still there: the live chain of p names it
             assert sorted(map(len, now.values())) == [0, 1, 1]  # p's new (empty) set, q's with x
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_host_endpoint_egress_applies_to_dnated_host_traffic(etcd_cluster, etcd, unique):
+    """Normal HostEndpoint egress policy also governs host traffic that nat OUTPUT DNATs (as Felix,
+    in mangle POSTROUTING: filter OUTPUT leaves DNATed traffic alone, its outgoing interface is only
+    known later). A Deny of port 8081 blocks a connection to a VIP DNATed to 8081 and leaves the VIP's
+    8080 mapping open; deleting the policy opens it again. Forwarded traffic stays out of it."""
+    env = {"CALICO_NETWORKING_BACKEND": "vxlan", "CALICO_IPV4POOL_CIDR": "10.252.0.0/16",
+           "CALICO_IPV4POOL_VXLAN": "Always"}
+    vip = "10.96.77.1"
+    with running_cluster(etcd_cluster, etcd, unique, [2], env=env) as cl:
+        h1, h2 = cl.hosts
+        h1.run("ip", "route", "add", f"{vip}/32", "via", h2.addr)
+        h1.run("sh", "-c", "printf '%s\\n' '*nat' "
+               f"'-A OUTPUT -d {vip}/32 -p tcp --dport 80 -j DNAT --to-destination {h2.addr}:8080' "
+               f"'-A OUTPUT -d {vip}/32 -p tcp --dport 81 -j DNAT --to-destination {h2.addr}:8081' "
+               f"'-A PREROUTING -d {vip}/32 -p tcp --dport 81 -j DNAT --to-destination {h2.addr}:8081' "
+               "COMMIT | iptables-nft-restore --noflush")
+        cl.start(bird=False)
+        namespaces(cl)
+        a = cl.add_pod(h1, "a", namespace="ns-a", labels={"app": "a"})
+        src, dst, via_vip = At(h1.ns, h1.addr), At(h2.ns, h2.addr), At(h2.ns, vip)
+        pol = Policies(cl)
+        with Servers([dst], tcp=[8080, 8081]):
+            rows = [T(src, via_vip, "tcp", 80, True, "VIP:80 -> 8080"),
+                    T(src, via_vip, "tcp", 81, True, "VIP:81 -> 8081")]
+            assert_reachability(rows)
+            pol.create(HostEndpoint(f"{h1.name}-all", {"node": h1.name, "interfaceName": "*"},
+                                    metadata={"labels": {"role": "edge"}}),
+                       gnp("no-8081", {"selector": "role == 'edge'", "types": ["Ingress", "Egress"],
+                                       "ingress": [{"action": "Allow"}],
+                                       "egress": [{"action": "Deny", "protocol": "TCP",
+                                                   "destination": {"ports": [8081]}}, {"action": "Allow"}]}))
+            # a local sender sees its own dropped packet as EPERM, not as silence
+            assert_reachability([T(src, dst, "tcp", 8081, False, "direct: filter OUTPUT"),
+                                 T(src, dst, "tcp", 8080, True, "direct, allowed"),
+                                 T(src, via_vip, "tcp", 81, False, "DNATed to 8081: mangle POSTROUTING"),
+                                 T(src, via_vip, "tcp", 80, True, "DNATed to 8080, allowed"),
+                                 T(a, dst, "tcp", 8081, True, "a pod's forwarded traffic: not host egress"),
+                                 T(a, via_vip, "tcp", 81, True, "a pod's DNATed traffic: forwarded, accepted")],
+                                drop_means_timeout=False)
+            mangle = h1.run("iptables-nft-save", "-t", "mangle").stdout
+            assert "-A POSTROUTING -m comment" in mangle and "-j cali-POSTROUTING" in mangle
+            assert re.search(r"-A cali-POSTROUTING .*--ctstate DNAT -j cali-to-host-endpoint", mangle), mangle
+            pol.clear()
+            assert_reachability(rows)
+
+
+def test_forward_appends_stay_in_order_when_one_is_missing(unique):
+    """The end of FORWARD: accept what policy accepted, then mark the rest as forwarded (for mangle
+    POSTROUTING). Marking first would make the accept rule accept everything, so a kernel that has
+    only the first (written by an older agent) gets both appended again, in order, once each."""
+    ns = f"{unique}-fw"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    table = Renderer().render(PolicyCalculator("n1").compute(PolicyInputs()))
+    (accept_id, accept), (mark_id, mark) = FORWARD_APPENDS
+
+    def forward_tail() -> list[str]:
+        rules = [line for line in nsexec(ns, "iptables-nft-save", "-t", "filter").stdout.splitlines()
+                 if line.startswith("-A FORWARD")]
+        return [next((i for i in (accept_id, mark_id) if i in line), line) for line in rules]
+
+    try:
+        with in_netns(ns):
+            assert not IptablesPolicyDataplane("nft").apply(table).errors
+            assert forward_tail()[-2:] == [accept_id, mark_id]
+            nsexec(ns, "iptables-nft", "-D", "FORWARD", "-m", "comment", "--comment", f"cali:{mark_id}",
+                   *mark.split())
+            nsexec(ns, "iptables-nft", "-A", "FORWARD", "-m", "comment", "--comment", "other-software", "-j", "RETURN")
+            assert forward_tail()[-2:] == [accept_id, "-A FORWARD -m comment --comment other-software -j RETURN"]
+            assert not IptablesPolicyDataplane("nft").apply(table).errors  # a restarted (newer) agent
+            tail = forward_tail()
+            assert tail[-2:] == [accept_id, mark_id] and tail.count(accept_id) == 1 and tail.count(mark_id) == 1
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -20,7 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from pycalico.agent.policy.iptables import FORWARD_ACCEPT, HOOKS, OWNED_SET_PREFIXES, FilterTable
+from pycalico.agent.policy.iptables import FORWARD_ACCEPT, FORWARD_MARK, HOOKS, OWNED_SET_PREFIXES, FilterTable
 from pycalico.agent.policy.names import rule_hash
 from pycalico.agent.policy.resolve import IPSet
 from pycalico.errors import PycalicoError
@@ -32,8 +32,11 @@ _ID = re.compile(r"cali:([A-Za-z0-9_-]{16})")
 # Fixed IDs of the rules in the kernel's own chains (found again by them)
 HOOK_IDS = {("filter", "FORWARD"): "wUHhoiAYhphO9Mso", ("filter", "INPUT"): "Cz_u1IQiXIMmKD4c",
             ("filter", "OUTPUT"): "tVnHkvAo15HuiPy0", ("raw", "PREROUTING"): "6gwbT8clXdHdC1b1",
-            ("raw", "OUTPUT"): "WqgznqAQ-uYV0oBx", ("mangle", "PREROUTING"): "6BJqBjBC7crtA-7-"}
+            ("raw", "OUTPUT"): "WqgznqAQ-uYV0oBx", ("mangle", "PREROUTING"): "6BJqBjBC7crtA-7-",
+            ("mangle", "POSTROUTING"): "O3xVHkbmFiOZrQ1c"}
 FORWARD_ACCEPT_ID = "MH9kMp5aNICL-Olv"
+# Appended to the end of FORWARD, in this order: (ID, rule)
+FORWARD_APPENDS = (("MH9kMp5aNICL-Olv", FORWARD_ACCEPT), ("f2Q0cA8m2yVd7Sxe", FORWARD_MARK))
 FILTER_HOOK_IDS = {i for (table, _), i in HOOK_IDS.items() if table == "filter"} | {FORWARD_ACCEPT_ID}
 TABLES = ("filter", "raw", "mangle")
 POLICY_CHAIN_PREFIXES = ("cali-pi-", "cali-po-", "cali-pri-", "cali-pro-")
@@ -102,7 +105,7 @@ class IptablesPolicyDataplane:
     # ---- reading the kernel --------------------------------------------------------------------
     def read_kernel(self) -> None:
         hooks: set[str] = set()
-        known = set(HOOK_IDS.values()) | {FORWARD_ACCEPT_ID}
+        known = set(HOOK_IDS.values()) | {i for i, _ in FORWARD_APPENDS}
         for table in TABLES:
             proc = subprocess.run([self._tool("save"), "-t", table], capture_output=True, text=True, timeout=60)
             chains: dict[str, list[str]] = {}
@@ -250,8 +253,13 @@ class IptablesPolicyDataplane:
             if hook_table == table and hook_id not in self._hooks:
                 verb = f"-I {kernel_chain} 1" if insert else f"-A {kernel_chain}"
                 hooks.append(f'{verb} -m comment --comment "cali:{hook_id}" -j {ours}')
-        if complete and table == "filter" and FORWARD_ACCEPT_ID not in self._hooks:
-            hooks.append(f'-A FORWARD -m comment --comment "cali:{FORWARD_ACCEPT_ID}" {FORWARD_ACCEPT}')
+        if complete and table == "filter":
+            # FORWARD_ACCEPT must stay ahead of FORWARD_MARK: re-append both when either is missing
+            missing = any(i not in self._hooks for i, _ in FORWARD_APPENDS)
+            for hook_id, rule in FORWARD_APPENDS if missing else ():
+                if hook_id in self._hooks:
+                    hooks.append(f'-D FORWARD -m comment --comment "cali:{hook_id}" {rule}')
+                hooks.append(f'-A FORWARD -m comment --comment "cali:{hook_id}" {rule}')
         if not declare and not hooks:
             return [], []
         return [f"*{table}", *declare, *body, *(f"-X {name}" for name in stale), *hooks, "COMMIT"], stale
@@ -286,7 +294,7 @@ class IptablesPolicyDataplane:
             if complete:
                 self._hooks |= {i for (t, _), i in HOOK_IDS.items() if t == name}
                 if name == "filter":
-                    self._hooks.add(FORWARD_ACCEPT_ID)
+                    self._hooks |= {i for i, _ in FORWARD_APPENDS}
             stats.chains_written += len(new_ids)
             stats.chains_deleted += len(stale)
 

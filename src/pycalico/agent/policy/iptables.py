@@ -5,8 +5,10 @@ Output is the ``cali-`` chains of the filter, raw and mangle tables as rule text
 (multi-CIDR ``nets``/``notNets`` lists). Hooks into the kernel chains are the
 writer's job. raw holds host endpoints' doNotTrack policy (before conntrack; an
 allowed packet is NOTRACKed and marked accepted for the later tables), mangle
-their preDNAT policy (PREROUTING, before kube-proxy's DNAT); neither ends a tier
+PREROUTING their preDNAT policy (before kube-proxy's DNAT); neither ends a tier
 with a drop, since normal policy in filter still follows (calico-policy.md §4.9, §6).
+mangle POSTROUTING applies their normal egress policy to host traffic that was
+DNATed, which filter OUTPUT leaves alone: only there is its new outgoing interface known.
 Every list of alternatives Felix handles with match blocks (several port
 chunks, numeric and named ports together) becomes several rules with the same
 verdict, which is the same OR.
@@ -54,6 +56,7 @@ RAW_PREROUTING = "cali-PREROUTING"
 RAW_OUTPUT = "cali-OUTPUT"
 RPF_SKIP = "cali-rpf-skip"  # Felix's: workloads allowed to send from other addresses jump here first
 MANGLE_PREROUTING = "cali-PREROUTING"
+MANGLE_POSTROUTING = "cali-POSTROUTING"
 TUNNEL_HOSTS_SET = "cali40all-vxlan-net"
 OWNED_SET_PREFIXES = ("cali40s:", "cali40n:", "cali40c:", TUNNEL_HOSTS_SET)
 
@@ -93,6 +96,16 @@ def _conntrack_head(params: PolicyParams) -> list[str]:
         rules.append("-m conntrack --ctstate INVALID -j DROP")
     rules.append(_clear(ACCEPT | PASS))
     return rules
+
+
+def _mangle_conntrack_head(params: PolicyParams) -> list[str]:
+    """``_conntrack_head`` for mangle: with ``iptablesMangleAllowAction`` RETURN (as Felix) an
+    established packet is marked accepted and returned instead of ACCEPTed."""
+    head = _conntrack_head(params)
+    if params.mangle_allow_action == "RETURN":
+        established = "-m conntrack --ctstate RELATED,ESTABLISHED"
+        head[:1] = [f"{established} {_set_mark(ACCEPT)}", f"{established} -j RETURN"]
+    return head
 
 
 def _tier_rules(tiers: tuple[TierRules, ...], direction: str, deny: str, *, tracked: bool = True,
@@ -340,8 +353,17 @@ class Renderer:
             by_table[table].update(self._policy_chains("policy", pol, table_deny, p.log_prefix, table))
         for prof in model.profiles.values():
             chains.update(self._policy_chains("profile", prof, deny, p.log_prefix))
+        # host endpoints' normal egress policy also runs in mangle POSTROUTING (DNATed host traffic)
+        hep_egress = {i for i in _referenced(ep.egress for ep in hosts_all) if in_table[i] == "filter"}
+        hep_profiles = {name for ep in hosts_all for name in ep.profiles}
+        for kind, items in (("policy", {i: model.policies[i] for i in hep_egress}),
+                            ("profile", {n: model.profiles[n] for n in hep_profiles})):
+            for resolved in items.values():
+                out = self._policy_chains(kind, resolved, "DROP", p.log_prefix, "mangle")
+                mangle.update({name: body for name, body in out.items() if name.startswith(("cali-po-", "cali-pro-"))})
         self.forget({(in_table[i], "policy", i) for i in model.policies} |
-                    {("filter", "profile", n) for n in model.profiles})
+                    {("filter", "profile", n) for n in model.profiles} |
+                    {("mangle", "policy", i) for i in hep_egress} | {("mangle", "profile", n) for n in hep_profiles})
         live: set[tuple[str, str]] = set()
         for iface, ep in model.workloads.items():
             tw, fw = self._endpoint_chains(("cali-tw-", "cali-fw-"), ep, model, False)
@@ -462,10 +484,7 @@ def mangle_chains(model: PolicyModel) -> dict[str, list[str]]:
     hosts = {i: ep for i, ep in model.hosts.items() if ep.pre_dnat_ingress}
     chains: dict[str, list[str]] = {}
     for iface, ep in hosts.items():
-        head = _conntrack_head(p)[:-1]
-        if p.mangle_allow_action == "RETURN":  # as Felix: mark it accepted, then return
-            established = "-m conntrack --ctstate RELATED,ESTABLISHED"
-            head[:1] = [f"{established} {_set_mark(ACCEPT)}", f"{established} -j RETURN"]
+        head = _mangle_conntrack_head(p)[:-1]
         chains[endpoint_chain("cali-fh-", iface)] = [*head, f"-j {FAILSAFE_IN}", _clear(ACCEPT | PASS)] + _tier_rules(
             ep.pre_dnat_ingress, "i", "DROP", tracked=False)
     named = [i for i in hosts if i != "*"]
@@ -476,6 +495,32 @@ def mangle_chains(model: PolicyModel) -> dict[str, list[str]]:
     allow = p.mangle_allow_action
     chains[MANGLE_PREROUTING] = [f"-m conntrack --ctstate RELATED,ESTABLISHED -j {allow}",
                                  f"{_mark(ACCEPT)} -j {allow}", f"-j {FROM_HEP}", f"{_mark(ACCEPT)} -j {allow}"]
+    chains.update(_mangle_egress_chains(model))
+    return chains
+
+
+def _mangle_egress_chains(model: PolicyModel) -> dict[str, list[str]]:
+    """mangle POSTROUTING: every host endpoint's normal egress policy (the filter chain's rules,
+    DROP for a deny) for host traffic that was DNATed. Forwarded traffic arrives with the accept
+    mark (filter FORWARD sets it at its end), traffic to local workloads returns at once, as in
+    filter OUTPUT. ``RETURN`` allows: later mangle and nat POSTROUTING rules still see the packet."""
+    p = model.params
+    chains: dict[str, list[str]] = {}
+    for iface, ep in model.hosts.items():
+        rules = [*_mangle_conntrack_head(p), f"-j {FAILSAFE_OUT}", *_tier_rules(ep.egress, "o", "DROP")]
+        for name in ep.profiles:
+            rules += [f"-j {profile_chain('o', name)}", f"{_mark(ACCEPT)} -j RETURN"]
+        chains[endpoint_chain("cali-th-", iface)] = rules + ["-j DROP"]
+    to_hep = Renderer._dispatch(TO_HEP, "-o", "cali-th-", [i for i in model.hosts if i != "*"], final=None)
+    if model.hosts:
+        to_hep[TO_HEP].insert(0, "-o lo -j RETURN")
+    if "*" in model.hosts:
+        to_hep[TO_HEP].append(f"-g {endpoint_chain('cali-th-', '*')}")
+    chains.update(to_hep)
+    chains[FAILSAFE_OUT] = _failsafe(p.failsafe_out, "dport")
+    chains[MANGLE_POSTROUTING] = [
+        f"{_mark(ACCEPT)} -j RETURN", *(f"-o {pre}+ -j RETURN" for pre in p.interface_prefixes), _clear(ALL_MARKS),
+        f"-m conntrack --ctstate DNAT -j {TO_HEP}", f"{_mark(ACCEPT)} -j RETURN"]
     return chains
 
 
@@ -491,5 +536,8 @@ def fail_closed_skeleton(model: PolicyModel) -> dict[str, list[str]]:
 # The rules the writer puts into the kernel's own chains: (table, kernel chain, ours).
 HOOKS = (("filter", "FORWARD", FORWARD), ("filter", "INPUT", INPUT), ("filter", "OUTPUT", OUTPUT),
          ("raw", "PREROUTING", RAW_PREROUTING), ("raw", "OUTPUT", RAW_OUTPUT),
-         ("mangle", "PREROUTING", MANGLE_PREROUTING))
+         ("mangle", "PREROUTING", MANGLE_PREROUTING), ("mangle", "POSTROUTING", MANGLE_POSTROUTING))
+# Appended to FORWARD: accept what policy accepted; mark the rest (which other rules may still
+# accept), so that mangle POSTROUTING does not apply normal host endpoint policy to forwarded traffic.
 FORWARD_ACCEPT = f"{_mark(ACCEPT)} -j ACCEPT"
+FORWARD_MARK = _set_mark(ACCEPT)
