@@ -1,26 +1,48 @@
 #!/usr/bin/env bash
-# The IPIP scenario (make test-vm): this machine's kernel has no ipip module, so two
-# qemu VMs (TCG) with a Debian kernel are the hosts. Deploys etcd.yml + network.yml
-# with CALICO_IPV4POOL_IPIP=Always over SSH, then proves that a pod on vm1 pings a pod
-# on vm2 through tunl0. Removes the VMs at the end; the base disk is cached.
+# The IPIP scenario (make test-vm): this machine's kernel has no ipip module, so qemu VMs
+# (TCG) with a Debian kernel are the hosts. Removes the VMs and the router at the end; the
+# base disk is cached.
+#
+# VM_IPIP_MODE=CrossSubnet (default): three VMs, vm1 and vm2 on 10.90.0.0/24 and vm3 on
+# 10.91.0.0/24, joined by a router (a network namespace on this machine holding one bridge per
+# subnet). etcd.yml + network.yml with CALICO_IPV4POOL_IPIP=CrossSubnet, then:
+#   - vm1's pod pings vm3's pod through tunl0 (route via tunl0 onlink, vm3's tunl0 counts it);
+#   - vm1's pod pings vm2's pod directly (route via eth1, vm2's tunl0 counts nothing);
+#   - verify.yml passes (its tunnel-counter row checks the same per pair);
+#   - live migrations IPIP CrossSubnet -> VXLAN CrossSubnet -> IPIP CrossSubnet by re-running
+#     network.yml, with a 0.1 s ping across the subnets and one inside a subnet: the longest
+#     gap of each step is printed and must stay <= VM_MAX_GAP_S (1 s); verify.yml after each.
+# VM_IPIP_MODE=Always: two VMs on 10.90.0.0/24, vm1's pod pings vm2's pod through tunl0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 CACHE=${VM_CACHE:-/var/tmp/pycalico-vm-cache}
 STATE=$ROOT/.vm
 VENV_BIN=$ROOT/.venv/bin
-IPIP_MODE=${VM_IPIP_MODE:-Always}
+IPIP_MODE=${VM_IPIP_MODE:-CrossSubnet}
+MAX_GAP_S=${VM_MAX_GAP_S:-1}
+ROUTER=pcvm-router
 T0=$(date +%s)
 step_start=0
 step() { step_start=$(date +%s); printf '\n==> %s\n' "$*"; }
 done_step() { printf '    done in %ss\n' "$(( $(date +%s) - step_start ))"; }
 free_port() { "$VENV_BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+case "$IPIP_MODE" in
+  CrossSubnet) VMS=(1 2 3) ;;
+  Always) VMS=(1 2) ;;
+  *) echo "VM_IPIP_MODE: invalid value '$IPIP_MODE'; allowed: CrossSubnet|Always" >&2; exit 2 ;;
+esac
+# vm3 sits in the second subnet; vm1 and vm2 share the first.
+addr_of() { if [ "$1" = 3 ]; then echo "10.91.0.1$1"; else echo "10.90.0.1$1"; fi; }
+subnet_of() { if [ "$1" = 3 ]; then echo b; else echo a; fi; }
+
 stop_vms() {
   for pidfile in "$STATE"/vm*.pid; do
     [ -e "$pidfile" ] || continue
     kill "$(cat "$pidfile")" 2>/dev/null || true
   done
+  ip netns del "$ROUTER" 2>/dev/null || true
   rm -rf "$STATE"
 }
 trap stop_vms EXIT
@@ -36,43 +58,60 @@ step "disk: Debian bookworm with a kernel (built once into $CACHE)"
 lab/vm/build-disk.sh "$CACHE"
 done_step
 
-step "boot: two VMs under TCG with a private link 10.90.0.0/24"
+step "boot: VMs ${VMS[*]} under TCG, a router $ROUTER between 10.90.0.0/24 and 10.91.0.0/24"
 stop_vms
 mkdir -p "$STATE"
-link_port=$(free_port)
+# The router: a namespace with a bridge per subnet; each VM's second NIC is a tap qemu creates
+# here and that moves into the router's bridge (an open tap keeps working across namespaces).
+ip netns add "$ROUTER"
+ip -n "$ROUTER" link set lo up
+for s in a b; do
+  ip -n "$ROUTER" link add "br-$s" type bridge
+  ip -n "$ROUTER" link set "br-$s" up
+done
+ip -n "$ROUTER" addr add 10.90.0.1/24 dev br-a
+ip -n "$ROUTER" addr add 10.91.0.1/24 dev br-b
+ip netns exec "$ROUTER" sysctl -qw net.ipv4.ip_forward=1
 declare -A ssh_port
-for i in 1 2; do
+for i in "${VMS[@]}"; do
   qemu-img create -q -f qcow2 -F qcow2 -b "$CACHE/base.qcow2" "$STATE/vm$i.qcow2"
   ssh_port[$i]=$(free_port)
-  if [ "$i" = 1 ]; then link="listen=127.0.0.1:$link_port"; else link="connect=127.0.0.1:$link_port"; fi
-  qemu-system-x86_64 -accel tcg,thread=multi -m 1536 -smp 2 -display none -daemonize \
+  addr=$(addr_of "$i")
+  qemu-system-x86_64 -accel tcg,thread=multi -m 1536 -smp "$(( ${#VMS[@]} > 2 ? 1 : 2 ))" -display none -daemonize \
     -pidfile "$STATE/vm$i.pid" -serial "file:$STATE/vm$i.console" -monitor none \
     -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \
-    -append "root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.hostname=vm$i pycalico.ip=10.90.0.1$i/24" \
+    -append "root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.hostname=vm$i pycalico.ip=$addr/24 pycalico.gw=${addr%.*}.1" \
     -drive "file=$STATE/vm$i.qcow2,if=virtio" \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:${ssh_port[$i]}-:22" -device virtio-net-pci,netdev=n0 \
-    -netdev "socket,id=n1,$link" -device "virtio-net-pci,netdev=n1,mac=52:54:00:90:00:1$i"
+    -netdev "tap,id=n1,ifname=pcvm$i,script=no,downscript=no" -device "virtio-net-pci,netdev=n1,mac=52:54:00:90:00:1$i"
+  ip link set "pcvm$i" netns "$ROUTER"
+  ip -n "$ROUTER" link set "pcvm$i" master "br-$(subnet_of "$i")" up
 done
 SSH=(ssh -i "$CACHE/id_ed25519" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
      -o ConnectTimeout=5)
-for i in 1 2; do
-  deadline=$(( $(date +%s) + 600 ))
-  until "${SSH[@]}" -p "${ssh_port[$i]}" root@127.0.0.1 true 2>/dev/null; do
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "vm$i: no SSH in 600s"; tail -30 "$STATE/vm$i.console"; exit 1; }
+vm() { local i=$1; shift; "${SSH[@]}" -p "${ssh_port[$i]}" root@127.0.0.1 "$@"; }
+for i in "${VMS[@]}"; do
+  deadline=$(( $(date +%s) + 900 ))
+  until vm "$i" true 2>/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "vm$i: no SSH in 900s"; tail -30 "$STATE/vm$i.console"; exit 1; }
     sleep 2
   done
-  echo "    vm$i: SSH on 127.0.0.1:${ssh_port[$i]}, kernel $("${SSH[@]}" -p "${ssh_port[$i]}" root@127.0.0.1 uname -r)"
+  echo "    vm$i: $(addr_of "$i"), SSH on 127.0.0.1:${ssh_port[$i]}, kernel $(vm "$i" uname -r)"
 done
+if [ "$IPIP_MODE" = CrossSubnet ]; then
+  vm 1 ping -c 2 -W 5 10.91.0.13 > /dev/null || { echo "vm1 cannot reach vm3 through the router" >&2; exit 1; }
+  echo "    vm1 reaches vm3 through the router: $(vm 1 ip route get 10.91.0.13 | head -1)"
+fi
 done_step
 
 step "deploy: etcd.yml and network.yml (IPIP $IPIP_MODE, backend bird)"
 {
   echo "[etcd]"
-  echo "10.90.0.11 ansible_port=${ssh_port[1]} k8s_nodename=vm1"
+  echo "$(addr_of 1) ansible_port=${ssh_port[1]} k8s_nodename=vm1"
   echo "[kube_master]"
-  echo "10.90.0.11 ansible_port=${ssh_port[1]} k8s_nodename=vm1"
+  echo "$(addr_of 1) ansible_port=${ssh_port[1]} k8s_nodename=vm1"
   echo "[kube_node]"
-  echo "10.90.0.12 ansible_port=${ssh_port[2]} k8s_nodename=vm2"
+  for i in "${VMS[@]:1}"; do echo "$(addr_of "$i") ansible_port=${ssh_port[$i]} k8s_nodename=vm$i"; done
   echo "[all:vars]"
   echo "ansible_host=127.0.0.1"
   echo "ansible_user=root"
@@ -84,41 +123,104 @@ step "deploy: etcd.yml and network.yml (IPIP $IPIP_MODE, backend bird)"
   echo "CALICO_NETWORKING_BACKEND=bird"
   echo "CALICO_IPV4POOL_IPIP=$IPIP_MODE"
   echo "CALICO_IPV4POOL_VXLAN=Never"
-  echo "IP_AUTODETECTION_METHOD=cidr=10.90.0.0/24"
+  echo "IP_AUTODETECTION_METHOD=cidr=10.90.0.0/15"
   echo "cluster_dir=$STATE/cluster"
 } > "$STATE/hosts"
 mkdir -p "$STATE/collections/ansible_collections/pycalico"
 ln -sfn "$ROOT" "$STATE/collections/ansible_collections/pycalico/network"
 export ANSIBLE_COLLECTIONS_PATH=$STATE/collections ANSIBLE_NOCOLOR=1 ANSIBLE_HOST_KEY_CHECKING=false
-for pb in etcd network; do
-  "$VENV_BIN/ansible-playbook" -i "$STATE/hosts" "playbooks/$pb.yml" > "$STATE/$pb.log" 2>&1 \
-    || { tail -50 "$STATE/$pb.log"; exit 1; }
-  grep -A3 '^PLAY RECAP' "$STATE/$pb.log" | sed 's/^/    /'
-done
+playbook() {  # playbook <name> <log> [extra args]: runs it, prints its recap, the log's tail on failure
+  local pb=$1 log=$2; shift 2
+  "$VENV_BIN/ansible-playbook" -i "$STATE/hosts" "$@" "playbooks/$pb.yml" > "$STATE/$log.log" 2>&1 \
+    || { tail -80 "$STATE/$log.log"; exit 1; }
+  grep -A"${#VMS[@]}" '^PLAY RECAP' "$STATE/$log.log" | sed 's/^/    /'
+}
+for pb in etcd network; do playbook "$pb" "$pb"; done
 done_step
 
-vm() { local i=$1; shift; "${SSH[@]}" -p "${ssh_port[$i]}" root@127.0.0.1 "$@"; }
-step "prove: tunl0, routes via tunl0 onlink, pod on vm1 pings pod on vm2"
-ip1=$(vm 1 bash -s add vmpod-a < lab/pod.sh)
-ip2=$(vm 2 bash -s add vmpod-b < lab/pod.sh)
-echo "    vmpod-a on vm1: $ip1    vmpod-b on vm2: $ip2"
+tunl_rx() { vm "$1" cat /sys/class/net/tunl0/statistics/rx_packets; }
+wait_route() {  # wait_route <vm> <grep pattern>: a route matching it within 100 s
+  local i=$1 pattern=$2
+  for _ in $(seq 1 100); do
+    if vm "$i" ip route show | grep -q "$pattern"; then return 0; fi
+    sleep 1
+  done
+  vm "$i" ip route show | sed "s/^/    vm$i: /"
+  echo "vm$i: no route matching '$pattern'" >&2
+  return 1
+}
+pod_ping() {  # pod_ping <from vm> <pod> <ip>: 3 replies within 30 tries
+  for _ in $(seq 1 30); do
+    if vm "$1" ip netns exec "$2" ping -c 3 -i 0.3 -W 2 "$3" > /dev/null; then return 0; fi
+    sleep 1
+  done
+  echo "ping from $2 on vm$1 to $3 FAILED" >&2
+  return 1
+}
+
+step "prove: IPIP $IPIP_MODE routes and counters"
+declare -A pod_ip
+for i in "${VMS[@]}"; do
+  pod_ip[$i]=$(vm "$i" bash -s add "vmpod-$i" < lab/pod.sh)
+  echo "    vmpod-$i on vm$i: ${pod_ip[$i]}"
+done
 vm 1 ip -d link show tunl0 | sed 's/^/    /'
-routes_ok=0
-for _ in $(seq 1 100); do
-  if vm 1 ip route show | grep -q "via 10.90.0.12 dev tunl0"; then routes_ok=1; break; fi
-  sleep 1
-done
-vm 1 ip route show | grep tunl0 | sed 's/^/    vm1: /' || true
-[ "$routes_ok" = 1 ] || { echo "no route via tunl0 on vm1" >&2; exit 1; }
-ping_ok=0
-for _ in $(seq 1 30); do
-  if vm 1 ip netns exec vmpod-a ping -c 3 -i 0.3 -W 2 "$ip2"; then ping_ok=1; break; fi
-  sleep 1
-done
-[ "$ping_ok" = 1 ] || { echo "IPIP ping vm1 -> vm2 FAILED" >&2; exit 1; }
-ipip_rx=$(vm 2 cat /sys/class/net/tunl0/statistics/rx_packets)
-echo "    tunl0 rx packets on vm2: $ipip_rx"
-[ "$ipip_rx" -gt 0 ] || { echo "no packet came in through tunl0 on vm2" >&2; exit 1; }
+far=${VMS[-1]}  # vm3 in CrossSubnet (another subnet), vm2 in Always
+wait_route 1 "via $(addr_of "$far") dev tunl0 proto 80 onlink"
+before=$(tunl_rx "$far")
+pod_ping 1 vmpod-1 "${pod_ip[$far]}"
+after=$(tunl_rx "$far")
+echo "    vm1 -> vm$far: $(vm 1 ip route show | grep "via $(addr_of "$far") dev tunl0" | head -1); tunl0 rx on vm$far: $before -> $after"
+[ "$after" -gt "$before" ] || { echo "no packet came in through tunl0 on vm$far" >&2; exit 1; }
+if [ "$IPIP_MODE" = CrossSubnet ]; then
+  wait_route 1 "via 10.90.0.12 dev eth1"
+  before=$(tunl_rx 2)
+  pod_ping 1 vmpod-1 "${pod_ip[2]}"
+  after=$(tunl_rx 2)
+  echo "    vm1 -> vm2: $(vm 1 ip route show | grep 'via 10.90.0.12 dev eth1' | head -1); tunl0 rx on vm2: $before -> $after"
+  [ "$after" = "$before" ] || { echo "same-subnet traffic went through tunl0 on vm2" >&2; exit 1; }
+fi
 done_step
+
+if [ "$IPIP_MODE" = Always ]; then
+  echo
+  echo "test-vm: IPIP Always passed in $(( $(date +%s) - T0 ))s"
+  exit 0
+fi
+
+step "verify.yml on the deployed network"
+playbook verify verify0
+done_step
+
+# Live migrations, each a re-run of network.yml while vm1's pod pings vm3's (across the router)
+# and vm2's (same subnet) every 0.1 s; the windows are taken on vm1's clock, as ping -D's stamps.
+vm 1 "nohup ip netns exec vmpod-1 ping -D -i 0.1 ${pod_ip[3]} < /dev/null > /root/ping-far.log 2>&1 & echo \$! > /root/ping-far.pid"
+vm 1 "nohup ip netns exec vmpod-1 ping -D -i 0.1 ${pod_ip[2]} < /dev/null > /root/ping-near.log 2>&1 & echo \$! > /root/ping-near.pid"
+windows=()
+n=0
+for target in "Never CrossSubnet" "CrossSubnet Never"; do
+  read -r ipip vxlan <<< "$target"
+  n=$(( n + 1 ))
+  step "migrate $n: to IPIP $ipip, VXLAN $vxlan (network.yml, then verify.yml)"
+  start=$(vm 1 date +%s.%N)
+  playbook network "migrate$n" -e "CALICO_IPV4POOL_IPIP=$ipip" -e "CALICO_IPV4POOL_VXLAN=$vxlan"
+  end=$(vm 1 date +%s.%N)
+  windows+=("{\"step\": \"to IPIP $ipip / VXLAN $vxlan\", \"start\": $start, \"end\": $end}")
+  playbook verify "verify$n" -e "CALICO_IPV4POOL_IPIP=$ipip" -e "CALICO_IPV4POOL_VXLAN=$vxlan"
+  if [ "$vxlan" = CrossSubnet ]; then wait_route 1 "dev vxlan.calico"; else wait_route 1 "via 10.91.0.13 dev tunl0"; fi
+  vm 1 ip route show | grep -E 'tunl0|vxlan.calico|via 10.90.0.12' | sed 's/^/    vm1: /'
+  done_step
+done
+vm 1 'kill $(cat /root/ping-far.pid) $(cat /root/ping-near.pid)'
+(IFS=,; echo "[${windows[*]}]") > "$STATE/windows.json"
+fail=0
+for pair in far near; do
+  vm 1 cat "/root/ping-$pair.log" > "$STATE/ping-$pair.log"
+  rows=$("$VENV_BIN/python" molecule/migrate/ping_gaps.py "$STATE/ping-$pair.log" "$STATE/windows.json")
+  echo "    ping $pair ($( [ $pair = far ] && echo 'vm1 -> vm3, across the router' || echo 'vm1 -> vm2, same subnet')): $rows"
+  "$VENV_BIN/python" -c 'import json,sys; sys.exit(any(r["gap_max_s"] > float(sys.argv[2]) for r in json.loads(sys.argv[1])))' \
+    "$rows" "$MAX_GAP_S" || { echo "ping $pair: a gap longer than ${MAX_GAP_S}s" >&2; fail=1; }
+done
+[ "$fail" = 0 ] || exit 1
 echo
-echo "test-vm: IPIP $IPIP_MODE passed in $(( $(date +%s) - T0 ))s"
+echo "test-vm: IPIP CrossSubnet passed (migrations IPIP -> VXLAN -> IPIP) in $(( $(date +%s) - T0 ))s"

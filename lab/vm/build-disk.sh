@@ -33,13 +33,16 @@ iface lo inet loopback
 auto eth0
 iface eth0 inet dhcp
 EOF
-# The private link's address comes from the kernel command line (pycalico.ip=...).
+# The private link's address (and router) come from the kernel command line (pycalico.ip=..., pycalico.gw=...).
 cat > "$rootfs/usr/local/sbin/pycalico-vm-net" <<'EOF'
 #!/bin/sh
 addr=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^pycalico.ip=//p')
 [ -n "$addr" ] || exit 0
 ip link set eth1 up
 ip addr replace "$addr" dev eth1
+# A router on the private link (pycalico.gw=...) joins the test subnets 10.90.0.0/15.
+gw=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^pycalico.gw=//p')
+[ -z "$gw" ] || ip route replace 10.90.0.0/15 via "$gw" dev eth1
 EOF
 chmod 0755 "$rootfs/usr/local/sbin/pycalico-vm-net"
 cat > "$rootfs/etc/systemd/system/pycalico-vm-net.service" <<'EOF'
