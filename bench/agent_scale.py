@@ -110,7 +110,7 @@ def main() -> int:
         env.update({"CALICO_NETWORKING_BACKEND": "vxlan", "PYCALICO_CNI_SERVER": "false"})
         with Topology(prefix, [2], etcd_ports=etcd_ports(etcd), base_env=env) as topo:
             host, spare = topo.hosts
-            started = time.monotonic()
+            started, exec_wall = time.monotonic(), time.time()
             proc = host.start_agent()
             deadline = started + 600  # a shared 2-core machine can take minutes for 20,000 entries
             seen = (0, 0, 0)
@@ -128,6 +128,8 @@ def main() -> int:
             program_s = done - started
             rss = rss_mb(proc.pid)
             if args.verbose:
+                stamp = time.strftime("%H:%M:%S", time.localtime(exec_wall)) + f",{int(exec_wall % 1 * 1000):03d}"
+                print(f"agent exec at {stamp}, all routes seen {program_s:.3f} s later; its log until then:")
                 print(host.log("agent")[-4000:])
             ref_s = reference(spare.ns, n)
             ref_counts = counts(spare.ns)

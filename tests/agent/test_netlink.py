@@ -169,3 +169,26 @@ def test_a_refused_request_is_named_and_the_rest_still_go_in(pair: tuple[str, st
     assert "unreachable" in errors[1].lower()
     dsts = {r["dst"] for r in _state(ours)[0]}
     assert dsts == {"10.70.0.0/26", "10.70.3.0/26"}
+
+
+def test_refusals_at_the_end_of_a_send_are_reported_once(pair: tuple[str, str]) -> None:
+    """Only the last request of a ``send()`` asks for an acknowledgement: a refusal of that one
+    (which is also its answer), of one just before it, and of the very last request of the batch
+    are each reported once, and the requests between them go in."""
+    _, ours = pair
+    bad = {netlink.CHUNK - 2, netlink.CHUNK - 1, netlink.CHUNK + 40}
+
+    def write() -> list[str]:
+        batch = netlink.Batch()
+        for i in range(netlink.CHUNK + 41):
+            dst = f"10.71.{i // 4}.{(i % 4) * 64}/26"
+            # the kernel refuses a gateway it has no route to (a missing device is refused before sending)
+            batch.route_replace(Route(dst, via="192.0.2.1") if i in bad else
+                                Route(dst, via="10.83.0.2", dev=VXLAN, onlink=True), PROTO)
+        return batch.commit()
+
+    errors = _in(ours, write)
+    assert [e.split()[2] for e in errors] == [f"10.71.{i // 4}.{(i % 4) * 64}/26" for i in sorted(bad)]
+    assert all("unreachable" in e.lower() for e in errors), errors
+    dsts = {str(r["dst"]) for r in _state(ours)[0] if str(r["dst"]).startswith("10.71.")}
+    assert len(dsts) == netlink.CHUNK + 41 - len(bad)

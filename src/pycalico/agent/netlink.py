@@ -4,8 +4,9 @@
 line; pyroute2 waits for each answer too and spends ~60 µs of Python encoding each
 message. At 20,000 remote nodes the agent writes 60,000 entries at start: here the
 messages are packed with ``struct`` (the layouts of ``pycalico.cni.rtnl``), sent 256
-per ``send()`` and their acknowledgements read together, so the kernel's own insert
-cost is what remains (docs/agent.md, "Programming 20,000 nodes", has the numbers).
+per ``send()``, and only the last of each ``send()`` asks for an acknowledgement (the
+kernel answers the others only to refuse them), so the kernel's own insert cost is what
+remains (docs/agent.md, "Programming 20,000 nodes", has the numbers).
 ``tests/agent/test_netlink.py`` decodes every message with pyroute2 and checks that
 the kernel ends up with exactly what ``ip``/``bridge -batch`` make of the same lines.
 
@@ -51,7 +52,7 @@ NDA_DST, NDA_LLADDR = 1, 2
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 AF_BRIDGE = 7
-CHUNK = 256  # requests per send(): their acks (36 bytes each) fit any receive buffer
+CHUNK = 256  # requests per send(): even if every one is refused, the refusals fit the receive buffer
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
@@ -196,23 +197,28 @@ class Batch:
 
 
 def _exchange(sock: socket.socket, chunk: list[tuple[int, int, bytes, str]], first_seq: int) -> list[str]:
-    sock.send(b"".join(_HEADER.pack(_HEADER.size + len(body), kind, flags, first_seq + i, 0) + body
+    """One ``send()`` of the chunk. The kernel handles rtnetlink requests in the sender's own
+    ``send()``, in order, and answers a request without NLM_F_ACK only when it fails: so only
+    the last request asks for an acknowledgement, and once that arrives every refusal before
+    it is queued ahead of it. (An acknowledgement each cost one ``recv()`` per request.)"""
+    last = first_seq + len(chunk) - 1
+    sock.send(b"".join(_HEADER.pack(_HEADER.size + len(body), kind,
+                                    flags if first_seq + i == last else flags & ~NLM_F_ACK, first_seq + i, 0) + body
                        for i, (kind, flags, body, _) in enumerate(chunk)))
     errors: list[str] = []
-    pending = len(chunk)
-    while pending:
-        data = sock.recv(1 << 20)
+    done = False
+    while not done:
+        data = sock.recv(1 << 16)
         offset = 0
         while offset + _HEADER.size <= len(data):
             length, kind, _, seq, _ = _HEADER.unpack_from(data, offset)
             if length < _HEADER.size:
                 break
-            if kind == NLMSG_ERROR and first_seq <= seq < first_seq + len(chunk):
-                pending -= 1
+            if kind == NLMSG_ERROR and first_seq <= seq <= last:
+                done = done or seq == last
                 code = -_ERRNO.unpack_from(data, offset + _HEADER.size)[0]
                 request_kind, _, _, line = chunk[seq - first_seq]
                 if code and not (code in _GONE and request_kind in (RTM_DELROUTE, RTM_DELNEIGH)):
                     errors.append(f"{line}: {os.strerror(code)}")
             offset += (length + 3) & ~3
     return errors
-
