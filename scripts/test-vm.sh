@@ -5,7 +5,7 @@
 #
 # VM_IPIP_MODE=CrossSubnet (default): three VMs, vm1 and vm2 on 10.90.0.0/24 and vm3 on
 # 10.91.0.0/24, joined by a router (a network namespace on this machine holding one bridge per
-# subnet). etcd.yml + network.yml with CALICO_IPV4POOL_IPIP=CrossSubnet, then:
+# subnet, and a link to this machine). etcd.yml + network.yml with CALICO_IPV4POOL_IPIP=CrossSubnet, then:
 #   - vm1's pod pings vm3's pod through tunl0 (route via tunl0 onlink, vm3's tunl0 counts it);
 #   - vm1's pod pings vm2's pod directly (route via eth1, vm2's tunl0 counts nothing);
 #   - verify.yml passes (its tunnel-counter row checks the same per pair);
@@ -43,6 +43,7 @@ stop_vms() {
     kill "$(cat "$pidfile")" 2>/dev/null || true
   done
   ip netns del "$ROUTER" 2>/dev/null || true
+  ip link del pcvm-host 2>/dev/null || true  # gone with the namespace already, unless that failed
   rm -rf "$STATE"
 }
 trap stop_vms EXIT
@@ -72,6 +73,14 @@ done
 ip -n "$ROUTER" addr add 10.90.0.1/24 dev br-a
 ip -n "$ROUTER" addr add 10.91.0.1/24 dev br-b
 ip netns exec "$ROUTER" sysctl -qw net.ipv4.ip_forward=1
+# The deploy host (this machine) reaches the VMs' private addresses through the router too:
+# etcd.yml's auth step and the modules that run here talk to etcd at 10.90.0.11.
+ip link add pcvm-host type veth peer name pcvm-rt netns "$ROUTER"
+ip addr add 10.91.255.2/30 dev pcvm-host
+ip link set pcvm-host up
+ip -n "$ROUTER" addr add 10.91.255.1/30 dev pcvm-rt
+ip -n "$ROUTER" link set pcvm-rt up
+ip route add 10.90.0.0/15 via 10.91.255.1
 declare -A ssh_port
 for i in "${VMS[@]}"; do
   qemu-img create -q -f qcow2 -F qcow2 -b "$CACHE/base.qcow2" "$STATE/vm$i.qcow2"
@@ -98,6 +107,7 @@ for i in "${VMS[@]}"; do
   done
   echo "    vm$i: $(addr_of "$i"), SSH on 127.0.0.1:${ssh_port[$i]}, kernel $(vm "$i" uname -r)"
 done
+ping -c 2 -W 5 10.90.0.11 > /dev/null || { echo "this machine cannot reach vm1 through the router" >&2; exit 1; }
 if [ "$IPIP_MODE" = CrossSubnet ]; then
   vm 1 ping -c 2 -W 5 10.91.0.13 > /dev/null || { echo "vm1 cannot reach vm3 through the router" >&2; exit 1; }
   echo "    vm1 reaches vm3 through the router: $(vm 1 ip route get 10.91.0.13 | head -1)"
