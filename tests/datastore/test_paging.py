@@ -9,6 +9,7 @@ tear the snapshot, and iterating the pages never holds the whole prefix at once.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import math
@@ -27,7 +28,8 @@ import pytest
 from pycalico.datastore.etcd import KeyValue, WatchEvent, _b64
 from pycalico.datastore.watch import PrefixWatcher
 from pycalico.ipam import IPAM, AllocationBlock
-from pycalico.model import keys
+from pycalico.ipam.allocator import CLAIM_PROBE, CLAIM_PROBE_ROUNDS, IpamConfig
+from pycalico.model import IPPool, keys
 from tests.support.etcd import EtcdCluster, stored_value
 from tests.support.poll import wait_until
 
@@ -190,4 +192,44 @@ def test_block_cidrs_reads_keys_only_in_pages(big: tuple[EtcdCluster, int]) -> N
         assert {_block(0)[0], _block(BLOCKS - 1)[0]} <= {keys.block_key(c) for c in cidrs}
         assert client.requests_by_path == {"/v3/kv/range": math.ceil(BLOCKS / PAGE)}
     finally:
+        client.close()
+
+
+def test_block_claim_probes_candidates_before_it_reads_every_key(big: tuple[EtcdCluster, int]) -> None:
+    """A claim walking free space finds a block with one keys-only transaction of CLAIM_PROBE
+    candidates, and reads no block key list; one starting deep among the 50,000 taken blocks gives
+    up probing after CLAIM_PROBE_ROUNDS windows, reads every key once and still claims a free one."""
+    cluster, _ = big
+    client = cluster.client(timeout=30, page_size=PAGE)
+    pool = IPPool("big", {"cidr": "10.64.0.0/10", "blockSize": 26})
+    ipam = IPAM(client)
+    base = int(pool.network.network_address)
+
+    def start(host: str) -> int:
+        return (int(next(ipam._subnet_walk(pool, host)).network_address) - base) // 64
+
+    hosts = [f"pctclaim-{i}" for i in range(2000)]
+    sparse = next(h for h in hosts if BLOCKS + CLAIM_PROBE <= start(h) < (1 << 16) - CLAIM_PROBE)
+    dense = next(h for h in hosts if start(h) < BLOCKS - 2 * CLAIM_PROBE * CLAIM_PROBE_ROUNDS)
+    claimed: list[tuple[str, str]] = []
+    try:
+        for host, full_read in ((sparse, False), (dense, True)):
+            client.requests_by_path.clear()
+            cidr = ipam._claim_block(host, [pool], IpamConfig(), 0)
+            assert cidr is not None
+            claimed.append((host, cidr))
+            index = (int(ipaddress.ip_network(cidr).network_address) - base) // 64
+            assert index >= BLOCKS  # a free one: every block below BLOCKS is taken
+            ranges = client.requests_by_path.get("/v3/kv/range", 0)
+            if full_read:
+                # every key once: the 50,000 and the sparse claim's block
+                assert ranges == math.ceil((BLOCKS + 1) / PAGE), client.requests_by_path
+            else:
+                assert ranges == 0 and index == start(host), client.requests_by_path  # the first candidate
+            stored = client.get(keys.block_key(cidr))
+            assert stored is not None and stored.json()["affinity"] == f"host:{host}"
+    finally:
+        for host, cidr in claimed:
+            client.delete(keys.block_key(cidr))
+            client.delete(keys.affinity_key(host, cidr))
         client.close()

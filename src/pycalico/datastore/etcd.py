@@ -435,6 +435,13 @@ class EtcdClient:
         return [[KeyValue.from_gateway(raw) for raw in (item.get("response_range") or {}).get("kvs") or []]
                 for item in resp.get("responses") or []]
 
+    def existing(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` exist: one round trip, the values stay on the server (at most
+        etcd's ``--max-txn-ops``, 128 by default, keys per call)."""
+        resp = self.txn(compare=[], success=[{"request_range": {"key": _b64(key), "keys_only": True}} for key in keys])
+        return {_unb64(raw.get("key")).decode() for item in resp.get("responses") or []
+                for raw in (item.get("response_range") or {}).get("kvs") or []}
+
     def commit(self, expected: dict[str, int], puts: dict[str, str],
                deletes: Sequence[str] = ()) -> tuple[bool, dict[str, KeyValue | None]]:
         """Atomically write ``puts`` and ``deletes`` if every key in ``expected`` is at
