@@ -122,7 +122,7 @@ def test_a_kept_connection_survives_a_rule_for_new_connections_only(lab: Lab) ->
         assert tcp.exchange() and udp.exchange()
         assert not probe(a, b, "tcp", 80) and not probe(a, b, "udp", 53)
         with pytest.raises(ConnectionError, match=f"tcp {a.ns} -> {b.ip}:80"):
-            Connection(a, b, 80)
+            Connection(a, b, 80, open_timeout=DEADLINE)
 
         # without the shortcut the flow is dropped too; once it passes again, late echoes are skipped
         lab.host.run("iptables", "-D", *shortcut)
