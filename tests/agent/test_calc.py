@@ -58,6 +58,22 @@ def test_ipip_without_a_tunnel_address_programs_no_tunnel_routes():
     d = calc.compute("a", nodes, [pool(ipipMode="Always")], BLOCKS)
     assert d.ipip is None
     assert set(d.routes) == {"10.244.0.0/26"}
+    assert d.awaiting == {"10.244.1.0/26", "10.244.2.0/26"}  # whatever route they have stays
+
+
+def test_a_peer_without_a_tunnel_address_for_the_new_mode_is_awaited_not_dropped():
+    """Just after a pool switches IPIP → VXLAN, peer c's VXLAN tunnel address is not in its Node
+    yet: its block gets no VXLAN route and is awaited (the old route stays); b's is built; a
+    CrossSubnet peer in this subnet is routed directly and never awaited."""
+    nodes = dict(NODES, c=node("c", "10.0.1.3/24", ipip="10.244.2.1"))
+    d = calc.compute("a", nodes, [pool(vxlanMode="Always")], BLOCKS, parent="eth0")
+    assert "10.244.2.0/26" not in d.routes and d.awaiting == {"10.244.2.0/26"}
+    assert d.routes["10.244.1.0/26"].dev == "vxlan.calico"
+    d = calc.compute("a", dict(nodes, b=node("b", "10.0.0.2/24")), [pool(vxlanMode="CrossSubnet")], BLOCKS,
+                     parent="eth0")
+    assert d.routes["10.244.1.0/26"] == Route("10.244.1.0/26", via="10.0.0.2", dev="eth0", onlink=True)
+    assert d.awaiting == {"10.244.2.0/26"}
+    assert not calc.compute("a", NODES, [pool()], BLOCKS, backend="bird").awaiting  # BIRD's pools: never
 
 
 def test_vxlan_always_gives_routes_neighbours_and_fdb_per_peer():

@@ -115,3 +115,29 @@ def test_missing_workload_route_is_restored_only_when_its_device_exists(netns):
         dp.apply(d, full=True)
     line = next(x for x in nsexec(netns, "ip", "route").stdout.splitlines() if x.startswith("10.244.0.5 "))
     assert "proto 80" not in line  # `ip` does not print proto boot
+
+
+def test_an_awaited_prefix_keeps_its_route_until_the_new_one_can_be_built(netns):
+    """A pool switched IPIP → VXLAN: the peer's VXLAN tunnel address is not known yet, so its
+    prefix is awaited. The route the agent had for it stays through incremental and full applies
+    (no gap), is replaced once the new route is built, and goes when the prefix is gone."""
+    dp = Dataplane(80)
+    dst = "10.244.1.0/26"
+    old = Desired(routes={dst: Route(dst, via="10.9.0.2", dev="eth0", onlink=True)})
+    waiting = desired(0)
+    waiting.awaiting.add(dst)
+    with in_netns(netns):
+        assert not dp.apply(old, full=True).errors
+        for full in (False, True):
+            stats = dp.apply(waiting, full=full)
+            assert not stats.errors and stats.routes_removed == 0
+            assert f"{dst} via 10.9.0.2 dev eth0 onlink" in state(netns)[0]
+        stats = dp.apply(desired(1), full=False)
+    assert stats.routes_added == 1 and stats.routes_removed == 0
+    assert f"{dst} via 10.244.1.1 dev vxlan.calico onlink" in state(netns)[0]
+    with in_netns(netns):
+        dp.apply(waiting, full=False)  # awaited again: the built route stays too
+        assert f"{dst} via 10.244.1.1 dev vxlan.calico onlink" in state(netns)[0]
+        assert dp.apply(desired(0), full=False).routes_removed == 1
+    assert dst not in state(netns)[0]
+

@@ -124,6 +124,10 @@ class Desired:
     # remote prefixes BIRD routes (un-encapsulated pools, backend bird): a tunnel or direct route the
     # agent had for one stays until BIRD's route is in the kernel (live migration, dataplane.py)
     bird_routed: set[str] = field(default_factory=set)
+    # remote prefixes of an encapsulated pool whose route cannot be built yet (the peer's or this
+    # node's tunnel address for the pool's mode is not assigned yet, e.g. just after the pool's
+    # mode changed): the route the agent has for one stays until the new one can replace it
+    awaiting: set[str] = field(default_factory=set)
 
 
 def vxlan_mac(nodename: str) -> str:
@@ -302,6 +306,8 @@ def compute(
         route = _remote_route(dst, pool, peer, ip, same_subnet, out, parent, backend)
         if route is not None:
             out.routes[dst] = route
+        elif pool.vxlan_mode != "Never" or pool.ipip_mode != "Never":
+            out.awaiting.add(dst)
         elif backend == "bird" and pool.vxlan_mode == "Never" and pool.ipip_mode == "Never":
             out.bird_routed.add(dst)
         elif backend == "none" and pool.vxlan_mode == "Never" and pool.ipip_mode == "Never" and not same_subnet:

@@ -7,6 +7,10 @@ routes carrying its route protocol (Felix's 80 by default), the ``vxlan.calico``
 and ``tunl0`` devices, and permanent neighbour/FDB entries on ``vxlan.calico``.
 Every other route — BIRD's, the CNI plugin's, the operator's — is left alone.
 
+A pool that changes its encapsulation (IPIP → VXLAN, VXLAN → IPIP) keeps each remote prefix's
+old route until the new one can be built: the peer's tunnel address for the new mode arrives
+with its Node update a moment after the pool changes (``Desired.awaiting``).
+
 Make-before-break when BIRD takes a pool's routes over (a live VXLAN → BGP migration): a
 tunnel or direct route the agent programmed for a prefix BIRD now routes is kept — and the
 ``vxlan.calico`` device with it — until BIRD's own route for that prefix is in the kernel, or
@@ -255,11 +259,11 @@ class Dataplane:
         """Returns what is programmed now: the desired routes and the ``held`` ones left in place."""
         held = held or {}
         want = dict(desired.routes)
+        awaiting = set(desired.awaiting)  # what we have for these stays until their new route can be built
         for dst, route in list(want.items()):
-            if route.dev == IPIP_DEVICE and not ipip_ready:
+            if (route.dev == IPIP_DEVICE and not ipip_ready) or (route.dev == VXLAN_DEVICE and not vxlan_ready):
                 del want[dst]
-            if route.dev == VXLAN_DEVICE and not vxlan_ready:
-                del want[dst]
+                awaiting.add(dst)
         have = dict(self._programmed) if cached is not None else self.our_routes()
         batch = Batch()
         proto = self.protocol
@@ -276,12 +280,14 @@ class Dataplane:
                 if dst not in existing and route.dev in links:
                     batch.route_replace(route, proto)
                     stats.routes_added += 1
-        for dst in have.keys() - want.keys() - desired.workload_routes.keys() - held.keys():
+        for dst in have.keys() - want.keys() - desired.workload_routes.keys() - held.keys() - awaiting:
             batch.route_delete(dst, proto, blackhole=have[dst].kind == "blackhole")
             stats.routes_removed += 1
         self._commit(batch, stats)
         self.routes_programmed = len(want)
-        return want | {dst: route for dst, route in held.items() if dst in have}
+        kept = {dst: route for dst, route in held.items() if dst in have}
+        kept.update((dst, have[dst]) for dst in awaiting if dst in have and dst not in want)
+        return want | kept
 
     @property
     def holding(self) -> bool:
