@@ -8,9 +8,10 @@ import uuid
 
 import pytest
 
+from pycalico.agent import dataplane
 from pycalico.agent.calc import Desired, Route, VxlanDevice
 from pycalico.agent.dataplane import Dataplane
-from tests.support.topology import in_netns, nsexec, sh
+from tests.support.topology import in_netns, nsexec, poll, sh
 
 pytestmark = pytest.mark.netns
 
@@ -141,3 +142,30 @@ def test_an_awaited_prefix_keeps_its_route_until_the_new_one_can_be_built(netns)
         assert dp.apply(desired(0), full=False).routes_removed == 1
     assert dst not in state(netns)[0]
 
+
+
+def test_vxlan_to_ipip_keeps_the_device_while_a_route_through_it_is_awaited(netns, monkeypatch):
+    """The pool switched VXLAN → IPIP and the peer's IPIP address is not known yet: the VXLAN
+    route stays and so do vxlan.calico, its neighbour and FDB entry (peers still send VXLAN). Once
+    the new route is in, the device stays HANDOVER_DEVICE_GRACE longer, then goes. (A direct route
+    stands in for the tunl0 route: this kernel has no ipip.)"""
+    monkeypatch.setattr(dataplane, "HANDOVER_DEVICE_GRACE", 3.0)
+    dp = Dataplane(80)
+    dst = "10.244.1.0/26"
+    switched = Desired(routes={"10.244.0.0/26": Route("10.244.0.0/26", "blackhole")})
+    switched.awaiting.add(dst)
+    new = Desired(routes={**switched.routes, dst: Route(dst, via="10.9.0.2", dev="eth0", onlink=True)})
+    with in_netns(netns):
+        assert not dp.apply(desired(1), full=True).errors
+        for full in (False, True):
+            assert not dp.apply(switched, full=full).errors
+            routes, neigh, fdb = state(netns)
+            assert f"{dst} via 10.244.1.1 dev vxlan.calico onlink" in routes
+            assert "10.244.1.1 lladdr" in neigh and "dst 10.9.0.2" in fdb
+        assert not dp.apply(new, full=False).errors
+        assert f"{dst} via 10.9.0.2 dev eth0 onlink" in state(netns)[0]
+        assert "vxlan.calico" in nsexec(netns, "ip", "link").stdout and dp.holding  # the grace
+        poll(lambda: not dp.holding, 10, what="the grace to pass")
+        assert not dp.apply(new, full=False).errors
+    assert "vxlan.calico" not in nsexec(netns, "ip", "link").stdout
+    assert f"{dst} via 10.9.0.2 dev eth0 onlink" in nsexec(netns, "ip", "-4", "route", "show", "proto", "80").stdout

@@ -9,7 +9,9 @@ Every other route — BIRD's, the CNI plugin's, the operator's — is left alone
 
 A pool that changes its encapsulation (IPIP → VXLAN, VXLAN → IPIP) keeps each remote prefix's
 old route until the new one can be built: the peer's tunnel address for the new mode arrives
-with its Node update a moment after the pool changes (``Desired.awaiting``).
+with its Node update a moment after the pool changes (``Desired.awaiting``). A kept route
+through ``vxlan.calico`` keeps that device (and its neighbours and FDB) as well, and
+``HANDOVER_DEVICE_GRACE`` seconds after the last one, for peers that switch later.
 
 Make-before-break when BIRD takes a pool's routes over (a live VXLAN → BGP migration): a
 tunnel or direct route the agent programmed for a prefix BIRD now routes is kept — and the
@@ -309,9 +311,12 @@ class Dataplane:
             held = self.handover(desired, dict(self._programmed) if cached is not None else self.our_routes())
         # held routes through vxlan.calico keep the device (and its neighbours and FDB) as it is
         now = time.monotonic()
+        # a route kept through vxlan.calico for an awaited prefix (VXLAN -> IPIP) keeps the device too
+        awaiting_vxlan = any(getattr(self._programmed.get(dst), "dev", None) == VXLAN_DEVICE
+                             for dst in desired.awaiting)
         if desired.vxlan is not None:
             self._vxlan_keep_until = 0.0
-        elif any(r.dev == VXLAN_DEVICE for r in held.values()) or (
+        elif awaiting_vxlan or any(r.dev == VXLAN_DEVICE for r in held.values()) or (
                 not held and any(r.dev == VXLAN_DEVICE for r in self.held.values())):
             self._vxlan_keep_until = now + HANDOVER_DEVICE_GRACE
         elif desired.bird_routed and self._vxlan_ready and not self._vxlan_keep_until:
