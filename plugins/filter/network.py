@@ -46,6 +46,7 @@ BACKENDS = ("bird", "vxlan", "none")
 NETWORKS = ("calico", "pycalico", "flannel")
 # kubeasz's flannel backends and the pycalico mode that does the same job
 FLANNEL_BACKENDS = ("vxlan", "host-gw")
+PROXY_MODES = ("iptables", "ipvs", "nftables")  # kube-proxy's; kubeasz's default is nftables
 NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 AUTODETECT_RE = re.compile(
     r"^(first-found|can-reach=.+|interface=.+|skip-interface=.+|cidr=.+)$"
@@ -290,6 +291,16 @@ def network_settings(raw, groups=None):
                 if node not in members:
                     _fail("CALICO_RR_NODES", get("CALICO_RR_NODES"),
                           "hosts of [kube_master], [kube_node] or [calico_rr]", "%s is not one of them" % node)
+    proxy_mode = get("PROXY_MODE")
+    proxy_mode = "nftables" if _unset(proxy_mode) else str(proxy_mode).strip().lower()
+    if proxy_mode not in PROXY_MODES:
+        _fail("PROXY_MODE", get("PROXY_MODE"), "iptables, ipvs or nftables (kube-proxy's mode)")
+    if proxy_mode == "ipvs" and not _bool("pycalico_accept_ipvs_policy_gap", get("pycalico_accept_ipvs_policy_gap"),
+                                          False):
+        _fail("PROXY_MODE", get("PROXY_MODE"),
+              "iptables or nftables, or ipvs with pycalico_accept_ipvs_policy_gap=true (routing is the same)",
+              "network policy does not cover what IPVS forwards: a pod's ingress policy is not applied to service "
+              "traffic that reaches it through IPVS, see docs/policy.md")
     rr_cluster_id = _ipv4("CALICO_RR_CLUSTER_ID", "244.0.0.1" if _unset(get("CALICO_RR_CLUSTER_ID")) else get(
         "CALICO_RR_CLUSTER_ID"))
 
@@ -311,6 +322,7 @@ def network_settings(raw, groups=None):
         "rr_enabled": rr_enabled,
         "rr_nodes": rr_nodes if rr_enabled else [],
         "rr_cluster_id": rr_cluster_id,
+        "proxy_mode": proxy_mode,
     }
 
 

@@ -18,6 +18,12 @@ def settings(f, groups=GROUPS, **raw):
     return f.network_settings({"CLUSTER_CIDR": "172.20.0.0/16", **raw}, groups)
 
 
+def test_kube_proxy_modes(f):
+    assert settings(f)["proxy_mode"] == "nftables"  # kubeasz's default
+    assert settings(f, PROXY_MODE="IPTables")["proxy_mode"] == "iptables"
+    assert settings(f, PROXY_MODE="ipvs", pycalico_accept_ipvs_policy_gap="true")["proxy_mode"] == "ipvs"
+
+
 def test_kubeasz_defaults(f):
     s = settings(f)
     assert s["cluster_name"] == "cluster1"
@@ -114,6 +120,11 @@ def test_route_reflectors_default_to_masters_or_calico_rr(f):
     ({"CALICO_RR_ENABLED": "true", "CALICO_NETWORKING_BACKEND": "vxlan"},
      ["CALICO_RR_ENABLED", "route reflectors need BGP"]),
     ({"CALICO_RR_ENABLED": "true", "CALICO_RR_CLUSTER_ID": "cluster-a"}, ["CALICO_RR_CLUSTER_ID", "IPv4"]),
+    ({"PROXY_MODE": "userspace"}, ["PROXY_MODE: invalid value 'userspace'", "iptables, ipvs or nftables"]),
+    ({"PROXY_MODE": "ipvs"}, ["PROXY_MODE: invalid value 'ipvs'", "ingress policy is not applied",
+                              "pycalico_accept_ipvs_policy_gap=true"]),
+    ({"PROXY_MODE": "ipvs", "pycalico_accept_ipvs_policy_gap": "perhaps"},
+     ["pycalico_accept_ipvs_policy_gap", "true or false"]),
 ])
 def test_bad_variables_are_named(f, raw, fragments):
     from ansible.errors import AnsibleFilterError
