@@ -540,14 +540,18 @@ def test_host_endpoint_egress_applies_to_dnated_host_traffic(etcd_cluster, etcd,
     8080 mapping open; deleting the policy opens it again. Forwarded traffic stays out of it."""
     env = {"CALICO_NETWORKING_BACKEND": "vxlan", "CALICO_IPV4POOL_CIDR": "10.252.0.0/16",
            "CALICO_IPV4POOL_VXLAN": "Always"}
-    vip = "10.96.77.1"
+    vip, hairpin = "10.96.77.1", "10.96.77.2"
     with running_cluster(etcd_cluster, etcd, unique, [2], env=env) as cl:
         h1, h2 = cl.hosts
         h1.run("ip", "route", "add", f"{vip}/32", "via", h2.addr)
+        h2.run("ip", "route", "add", f"{hairpin}/32", "via", h1.addr)
         h1.run("sh", "-c", "printf '%s\\n' '*nat' "
                f"'-A OUTPUT -d {vip}/32 -p tcp --dport 80 -j DNAT --to-destination {h2.addr}:8080' "
                f"'-A OUTPUT -d {vip}/32 -p tcp --dport 81 -j DNAT --to-destination {h2.addr}:8081' "
                f"'-A PREROUTING -d {vip}/32 -p tcp --dport 81 -j DNAT --to-destination {h2.addr}:8081' "
+               # h2 -> hairpin:82 is DNATed back to h2:8081 and masqueraded: traffic h1 only forwards
+               f"'-A PREROUTING -d {hairpin}/32 -p tcp --dport 82 -j DNAT --to-destination {h2.addr}:8081' "
+               f"'-A POSTROUTING -s {h2.addr}/32 -d {h2.addr}/32 -p tcp --dport 8081 -j MASQUERADE' "
                "COMMIT | iptables-nft-restore --noflush")
         cl.start(bird=False)
         namespaces(cl)
@@ -570,7 +574,9 @@ def test_host_endpoint_egress_applies_to_dnated_host_traffic(etcd_cluster, etcd,
                                  T(src, via_vip, "tcp", 81, False, "DNATed to 8081: mangle POSTROUTING"),
                                  T(src, via_vip, "tcp", 80, True, "DNATed to 8080, allowed"),
                                  T(a, dst, "tcp", 8081, True, "a pod's forwarded traffic: not host egress"),
-                                 T(a, via_vip, "tcp", 81, True, "a pod's DNATed traffic: forwarded, accepted")],
+                                 T(a, via_vip, "tcp", 81, True, "a pod's DNATed traffic: forwarded, accepted"),
+                                 T(At(h2.ns, h2.addr), At(h2.ns, hairpin), "tcp", 82, True,
+                                   "DNATed traffic h1 forwards: marked at FORWARD's end, not host egress")],
                                 drop_means_timeout=False)
             mangle = h1.run("iptables-nft-save", "-t", "mangle").stdout
             assert "-A POSTROUTING -m comment" in mangle and "-j cali-POSTROUTING" in mangle
