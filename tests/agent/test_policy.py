@@ -537,7 +537,8 @@ def test_host_endpoint_egress_applies_to_dnated_host_traffic(etcd_cluster, etcd,
     """Normal HostEndpoint egress policy also governs host traffic that nat OUTPUT DNATs (as Felix,
     in mangle POSTROUTING: filter OUTPUT leaves DNATed traffic alone, its outgoing interface is only
     known later). A Deny of port 8081 blocks a connection to a VIP DNATed to 8081 and leaves the VIP's
-    8080 mapping open; deleting the policy opens it again. Forwarded traffic stays out of it."""
+    8080 mapping open; deleting the policy opens it again. Forwarded traffic (a pod's, and DNATed
+    traffic the node only forwards) stays out of it."""
     env = {"CALICO_NETWORKING_BACKEND": "vxlan", "CALICO_IPV4POOL_CIDR": "10.252.0.0/16",
            "CALICO_IPV4POOL_VXLAN": "Always"}
     vip, hairpin = "10.96.77.1", "10.96.77.2"
