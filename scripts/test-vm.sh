@@ -10,8 +10,9 @@
 #   - vm1's pod pings vm2's pod directly (route via eth1, vm2's tunl0 counts nothing);
 #   - verify.yml passes (its tunnel-counter row checks the same per pair);
 #   - live migrations IPIP CrossSubnet -> VXLAN CrossSubnet -> IPIP CrossSubnet by re-running
-#     network.yml, with a 0.1 s ping across the subnets and one inside a subnet: the longest
-#     gap of each step is printed and must stay <= VM_MAX_GAP_S (1 s); verify.yml after each.
+#     network.yml, with a 0.1 s ping across the subnets and one inside a subnet: each step's
+#     longest gap is printed, and the longest gap around lost pings must stay <= VM_MAX_GAP_S
+#     (1 s; a gap with no ping lost is the VM's vCPU stalling ping itself); verify.yml after each.
 # VM_IPIP_MODE=Always: two VMs on 10.90.0.0/24, vm1's pod pings vm2's pod through tunl0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -224,8 +225,9 @@ for target in "Never CrossSubnet" "CrossSubnet Never"; do
     vm 1 cat "/root/ping-$pair.log" > "$STATE/ping-$pair-$n.log"
     rows=$("$VENV_BIN/python" molecule/migrate/ping_gaps.py "$STATE/ping-$pair-$n.log" "$STATE/window$n.json")
     echo "    ping $pair ($( [ $pair = far ] && echo 'vm1 -> vm3, across the router' || echo 'vm1 -> vm2, same subnet')): $rows"
-    "$VENV_BIN/python" -c 'import json,sys; sys.exit(any(r["gap_max_s"] > float(sys.argv[2]) for r in json.loads(sys.argv[1])))' \
-      "$rows" "$MAX_GAP_S" || { echo "ping $pair: a gap longer than ${MAX_GAP_S}s" >&2; fail=1; }
+    # the network's gap: around lost pings (a VM's single vCPU also stalls ping itself: stall_max_s)
+    "$VENV_BIN/python" -c 'import json,sys; sys.exit(any(r["loss_gap_max_s"] > float(sys.argv[2]) for r in json.loads(sys.argv[1])))' \
+      "$rows" "$MAX_GAP_S" || { echo "ping $pair: pings lost over more than ${MAX_GAP_S}s" >&2; fail=1; }
   done
   if [ "$vxlan" = CrossSubnet ]; then wait_route 1 "dev vxlan.calico"; else wait_route 1 "via 10.91.0.13 dev tunl0"; fi
   vm 1 ip route show | grep -E 'tunl0|vxlan.calico|via 10.90.0.12' | sed 's/^/    vm1: /'
