@@ -11,9 +11,10 @@ import pytest
 
 from pycalico.agent.main import Agent
 from pycalico.agent.settings import AgentSettings
-from pycalico.agent.startup import StartupError
+from pycalico.agent.startup import StartupError, ensure_tunnel_addresses
 from pycalico.datastore.etcd import EtcdClient
-from pycalico.model import Node, ResourceStore
+from pycalico.ipam import IPAM
+from pycalico.model import IPPool, Node, ResourceStore
 
 
 def _agent(etcd: EtcdClient, run_dir: Path, **env: str) -> Agent:
@@ -48,3 +49,24 @@ def test_a_free_explicit_ip_registers(etcd: EtcdClient) -> None:
             assert node is not None and node.ip == "10.99.0.5"
         finally:
             agent.syncer.stop(1.0)
+
+
+def test_a_new_tunnel_address_is_prepared_before_the_node_publishes_it(etcd: EtcdClient) -> None:
+    """``prepare(kind, address)`` runs while the Node does not carry the address yet (the agent puts
+    it on its device there: peers route to it as soon as they see it), and not again for an
+    address the Node already has."""
+    store = ResourceStore(etcd)
+    store.create(IPPool("vx", {"cidr": "10.199.77.0/24", "blockSize": 28, "vxlanMode": "Always"}))
+    store.create(Node("node-p", {"bgp": {"ipv4Address": "172.31.0.5/24"}}))
+    seen: list[tuple[str, str, str]] = []
+
+    def prepare(kind: str, address: str) -> None:
+        seen.append((kind, address, store.must_get(Node, "node-p").vxlan_tunnel_addr))
+
+    node = ensure_tunnel_addresses(store, IPAM(etcd), "node-p", prepare=prepare)
+    assert node.vxlan_tunnel_addr.startswith("10.199.77.")
+    assert seen == [("vxlan", node.vxlan_tunnel_addr, "")]
+    seen.clear()
+    assert ensure_tunnel_addresses(store, IPAM(etcd), "node-p", prepare=prepare).vxlan_tunnel_addr == \
+        node.vxlan_tunnel_addr
+    assert seen == []

@@ -90,6 +90,24 @@ def test_vxlan_without_bird_pods_ping_and_agent_registers(etcd_cluster, etcd, un
             poll(lambda h=host: (h.state_dir / "mtu").read_text().strip() == "1500", 15, what="MTU back to 1500")
             poll(lambda h=host: "vxlan.calico" not in h.run("ip", "link").stdout, 15, what="vxlan.calico removed")
 
+        # and back: a node's device carries its new tunnel address (up, with its MAC) before its Node
+        # publishes it, so peers that switch their routes at once never send into a missing device
+        pool = cl.store.must_get(IPPool, "default-ipv4-ippool")
+        pool.spec["vxlanMode"] = "Always"
+        cl.store.update(pool)
+        checked: dict[str, str] = {}
+
+        def published() -> bool:
+            for host in cl.hosts:
+                tunnel = cl.store.must_get(Node, host.name).vxlan_tunnel_addr
+                if tunnel and host.name not in checked:
+                    link = host.run("ip", "-d", "addr", "show", "vxlan.calico", check=False).stdout
+                    checked[host.name] = link
+                    assert f"{tunnel}/32" in link and ",UP" in link and vxlan_mac(host.name) in link, link
+            return len(checked) == len(cl.hosts)
+
+        poll(published, 30, interval=0.01, what="every Node with its new VXLAN tunnel address")
+
 
 def test_agent_refuses_an_etcd_of_another_cluster(etcd_cluster, etcd, unique):
     with running_cluster(etcd_cluster, etcd, unique, [1], env={"CALICO_NETWORKING_BACKEND": "vxlan"}) as cl:

@@ -27,8 +27,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pycalico.agent import autodetect, startup
-from pycalico.agent.calc import Block, FelixParams, compute, pod_mtu
-from pycalico.agent.dataplane import Dataplane
+from pycalico.agent.calc import Block, FelixParams, IpipDevice, VxlanDevice, compute, node_vtep_mac, pod_mtu
+from pycalico.agent.dataplane import ApplyStats, Dataplane
 from pycalico.agent.health import Health, Metrics, sd_notify, start_watchdog, status_json
 from pycalico.agent.nat import NatError, NatOutgoing, detect_backend
 from pycalico.agent.policy.engine import PolicyEngine
@@ -40,7 +40,7 @@ from pycalico.config import DatastoreSettings
 from pycalico.datastore.etcd import EtcdClient, KeyValue
 from pycalico.datastore.lease import LeaseKeeper
 from pycalico.datastore.syncer import Syncer, TypedCache
-from pycalico.errors import DatastoreError, PycalicoError
+from pycalico.errors import DataplaneError, DatastoreError, PycalicoError
 from pycalico.model import (
     FelixConfiguration,
     GlobalNetworkPolicy,
@@ -352,11 +352,28 @@ class Agent:
         if fingerprint == self._tunnel_fingerprint or me is None:
             return
         try:
-            startup.ensure_tunnel_addresses(self.store, self._ipam(), self.settings.nodename)
+            startup.ensure_tunnel_addresses(self.store, self._ipam(), self.settings.nodename,
+                                            prepare=functools.partial(self._prepare_tunnel, me))
             self._tunnel_fingerprint = fingerprint
         except (PycalicoError, DatastoreError) as exc:
             self.metrics.etcd_errors.inc()
             log.warning("tunnel address reconcile failed: %s", exc)
+
+    def _prepare_tunnel(self, me: Node, kind: str, address: str) -> None:
+        """A new tunnel address goes on this node's device before its Node publishes it: peers
+        switch their routes to it as soon as they see it, and a device not up yet (or without its
+        MAC) drops what they send (1.1 s of lost pings on a live IPIP -> VXLAN switch, measured in
+        make test-vm). The next apply finds the device as it wants it."""
+        felix, my_if = self.felix, me.ipv4_interface
+        try:
+            if kind == "vxlan" and my_if is not None:
+                self.dataplane.ensure_vxlan(VxlanDevice(felix.vxlan_vni, felix.vxlan_port, str(my_if.ip), self.parent,
+                                                        node_vtep_mac(me), address,
+                                                        felix.vxlan_device_mtu(self.host_mtu)), ApplyStats())
+            elif kind == "ipip" and self.dataplane.ipip_supported():
+                self.dataplane.ensure_ipip(IpipDevice(address, felix.ipip_device_mtu(self.host_mtu)), ApplyStats())
+        except DataplaneError as exc:
+            log.warning("%s device not prepared with %s before the Node update: %s", kind, address, exc)
 
     def reconcile_once(self, full: bool = True) -> None:
         started = time.monotonic()

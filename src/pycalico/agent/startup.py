@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -162,13 +162,16 @@ def _set_tunnel_field(node: Node, kind: str, value: str | None) -> None:
             node.spec.pop("ipv4VXLANTunnelAddr", None)
 
 
-def ensure_tunnel_addresses(store: ResourceStore, ipam: Any, nodename: str) -> Node:
+def ensure_tunnel_addresses(store: ResourceStore, ipam: Any, nodename: str,
+                            prepare: Callable[[str, str], None] | None = None) -> Node:
     """allocateip: one tunnel address per enabled encapsulation, from a pool selecting this node.
 
     The handle is the truth: an address it already owns in a wanted pool is used (an
     earlier assignment whose Node update was lost, or whose own reply was lost and was
     settled by IPAM) rather than a second one assigned. A Node update whose reply was
-    lost is settled by the next read of the Node."""
+    lost is settled by the next read of the Node. ``prepare(kind, address)`` runs for each
+    address the Node is about to carry newly, before the Node is written (the agent puts it
+    on its device first: peers route to it as soon as they see it)."""
     for _ in range(100):
         node = store.must_get(Node, nodename)
         pools = [p for p in store.list(IPPool) if p.version == 4 and not p.disabled]
@@ -185,6 +188,8 @@ def ensure_tunnel_addresses(store: ResourceStore, ipam: Any, nodename: str) -> N
                 if current and current in owned and len(owned) == 1:
                     continue
                 if len(owned) == 1:
+                    if prepare is not None:
+                        prepare(kind, owned[0])
                     _set_tunnel_field(changed, kind, owned[0])
                     log.info("%s tunnel address %s (already held by %s)", kind, owned[0], handle)
                     continue
@@ -192,6 +197,8 @@ def ensure_tunnel_addresses(store: ResourceStore, ipam: Any, nodename: str) -> N
                     ipam.release_by_handle(handle)
                 ips = ipam.auto_assign(handle, tunnel_attrs(kind, nodename), nodename, num=1,
                                        use="Tunnel", pools=[p.name for p in want_pools])
+                if prepare is not None:
+                    prepare(kind, str(ips[0].ip))
                 _set_tunnel_field(changed, kind, str(ips[0].ip))
                 log.info("%s tunnel address %s", kind, ips[0].ip)
             elif current:
