@@ -244,6 +244,15 @@ def pod_mtu(host_mtu: int, pools: Iterable[IPPool], override: int = 0, felix: Fe
     return mtu
 
 
+def vxlan_device(me: Node, address: str, felix: FelixParams, parent: str, host_mtu: int) -> VxlanDevice | None:
+    """This node's ``vxlan.calico`` carrying ``address`` (None while the Node has no IPv4 address)."""
+    my_if = me.ipv4_interface
+    if my_if is None:
+        return None
+    return VxlanDevice(felix.vxlan_vni, felix.vxlan_port, str(my_if.ip), parent, node_vtep_mac(me), address,
+                       felix.vxlan_device_mtu(host_mtu))
+
+
 def compute(
     nodename: str,
     nodes: Mapping[str, Node],
@@ -272,9 +281,8 @@ def compute(
 
     vxlan_on = any(p.vxlan_mode != "Never" for p in pools)
     ipip_on = any(p.ipip_mode != "Never" for p in pools)
-    if me is not None and my_if is not None and vxlan_on and me.vxlan_tunnel_addr:
-        out.vxlan = VxlanDevice(felix.vxlan_vni, felix.vxlan_port, str(my_if.ip), parent, node_vtep_mac(me),
-                                me.vxlan_tunnel_addr, felix.vxlan_device_mtu(host_mtu))
+    if me is not None and vxlan_on and me.vxlan_tunnel_addr:
+        out.vxlan = vxlan_device(me, me.vxlan_tunnel_addr, felix, parent, host_mtu)
     if me is not None and ipip_on and me.ipip_tunnel_addr:
         out.ipip = IpipDevice(me.ipip_tunnel_addr, felix.ipip_device_mtu(host_mtu))
 

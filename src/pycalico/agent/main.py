@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pycalico.agent import autodetect, startup
-from pycalico.agent.calc import Block, FelixParams, IpipDevice, VxlanDevice, compute, node_vtep_mac, pod_mtu
+from pycalico.agent.calc import Block, FelixParams, IpipDevice, compute, pod_mtu, vxlan_device
 from pycalico.agent.dataplane import ApplyStats, Dataplane
 from pycalico.agent.health import Health, Metrics, sd_notify, start_watchdog, status_json
 from pycalico.agent.nat import NatError, NatOutgoing, detect_backend
@@ -364,12 +364,12 @@ class Agent:
         switch their routes to it as soon as they see it, and a device not up yet (or without its
         MAC) drops what they send (1.1 s of lost pings on a live IPIP -> VXLAN switch, measured in
         make test-vm). The next apply finds the device as it wants it."""
-        felix, my_if = self.felix, me.ipv4_interface
+        felix = self.felix
         try:
-            if kind == "vxlan" and my_if is not None:
-                self.dataplane.ensure_vxlan(VxlanDevice(felix.vxlan_vni, felix.vxlan_port, str(my_if.ip), self.parent,
-                                                        node_vtep_mac(me), address,
-                                                        felix.vxlan_device_mtu(self.host_mtu)), ApplyStats())
+            if kind == "vxlan":
+                device = vxlan_device(me, address, felix, self.parent, self.host_mtu)
+                if device is not None:
+                    self.dataplane.ensure_vxlan(device, ApplyStats())
             elif kind == "ipip" and self.dataplane.ipip_supported():
                 self.dataplane.ensure_ipip(IpipDevice(address, felix.ipip_device_mtu(self.host_mtu)), ApplyStats())
         except DataplaneError as exc:

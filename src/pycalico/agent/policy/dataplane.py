@@ -36,7 +36,7 @@ HOOK_IDS = {("filter", "FORWARD"): "wUHhoiAYhphO9Mso", ("filter", "INPUT"): "Cz_
             ("mangle", "POSTROUTING"): "O3xVHkbmFiOZrQ1c"}
 FORWARD_ACCEPT_ID = "MH9kMp5aNICL-Olv"
 # Appended to the end of FORWARD, in this order: (ID, rule)
-FORWARD_APPENDS = (("MH9kMp5aNICL-Olv", FORWARD_ACCEPT), ("f2Q0cA8m2yVd7Sxe", FORWARD_MARK))
+FORWARD_APPENDS = ((FORWARD_ACCEPT_ID, FORWARD_ACCEPT), ("f2Q0cA8m2yVd7Sxe", FORWARD_MARK))
 FILTER_HOOK_IDS = {i for (table, _), i in HOOK_IDS.items() if table == "filter"} | {FORWARD_ACCEPT_ID}
 TABLES = ("filter", "raw", "mangle")
 POLICY_CHAIN_PREFIXES = ("cali-pi-", "cali-po-", "cali-pri-", "cali-pro-")
