@@ -19,13 +19,14 @@ import tempfile
 import threading
 import time
 import tracemalloc
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from pycalico.datastore.etcd import KeyValue, WatchEvent, _b64
+from pycalico.datastore.etcd import FIRST_PAGE_SIZE, PAGE_BYTES, KeyValue, WatchEvent, _b64
 from pycalico.datastore.watch import PrefixWatcher
 from pycalico.ipam import IPAM, AllocationBlock
 from pycalico.ipam.allocator import CLAIM_PROBE, CLAIM_PROBE_ROUNDS, IpamConfig
@@ -130,6 +131,42 @@ def test_list_is_paged_at_one_revision_and_holds_a_page_at_a_time(big: tuple[Etc
         client.close()
     kvs, at = cluster.client(page_size=PAGE).list(PREFIX, revision=pages.revision)  # list() = the same pages
     assert [kv.key for kv in kvs] == sorted(seen) and at == pages.revision
+
+
+def _page_bytes(page: list[KeyValue]) -> int:
+    """A page's keys and values as the gateway sends them (base64)."""
+    return sum(len(_b64(kv.key)) + len(_b64(kv.value)) for kv in page)
+
+
+def test_pages_without_a_page_size_hold_about_page_bytes(big: tuple[EtcdCluster, int]) -> None:
+    """A client not told a page size starts small, then sizes pages by bytes: 50,000 small
+    blocks in far fewer requests than at 500 keys a page, and 300 fat values (20 KB: what a
+    full /26 block with pod attributes weighs) still in pages of about PAGE_BYTES."""
+    cluster, _ = big
+    FAT = 300
+    fat_prefix = f"/calico/pctpage-fat-{uuid.uuid4().hex[:6]}/"
+    writer = cluster.client()
+    client = cluster.client(timeout=30)
+    try:
+        for i in range(FAT):
+            writer.put(f"{fat_prefix}{i:03d}", f"{i:03d}" + "x" * 20_000)
+        for prefix, count in ((PREFIX, BLOCKS), (fat_prefix, FAT)):
+            pages = client.pages(prefix)
+            sizes, biggest = [], 0
+            for page in pages:
+                sizes.append(len(page))
+                biggest = max(biggest, _page_bytes(page))
+            log.info("%s: %d keys in %d pages %s, the biggest %.2f MB", prefix, count, len(sizes), sizes[:4],
+                     biggest / 1e6)
+            assert sum(sizes) == count == pages.count and pages.requests == len(sizes)
+            assert sizes[0] == FIRST_PAGE_SIZE
+            assert biggest <= PAGE_BYTES * 1.1  # sized from the average before it: near, never far over
+        assert pages.requests >= FAT * 26_000 // PAGE_BYTES + 1  # fat values: pages shrank to fit
+        assert client.requests_by_path["/v3/kv/range"] - pages.requests <= math.ceil(BLOCKS / PAGE) / 2
+    finally:
+        writer.delete_prefix(fat_prefix)
+        writer.close()
+        client.close()
 
 
 def test_a_watchers_resync_applies_50000_keys_in_pages_then_watches(big: tuple[EtcdCluster, int]) -> None:

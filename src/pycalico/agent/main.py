@@ -153,11 +153,13 @@ class Agent:
 
     def run_startup(self) -> None:
         s = self.settings
+        startup.ensure_cluster_information(self.store, s)  # a datastore of another cluster: refused first
         ifaces = autodetect.interfaces()
         existing = self.store.get(Node, s.nodename)
         address = startup.determine_address(s, existing, ifaces)
         if address is None:
             raise startup.StartupError(f"no IPv4 address found with {s.autodetection_method!r}")
+        startup.ensure_default_pool(self.store, s)  # while the Node list (for the check below) arrives
         if (existing is None or existing.ip != str(address.ip)) and \
                 os.environ.get("DISABLE_NODE_IP_CHECK", "").lower() != "true":
             try:
@@ -170,9 +172,7 @@ class Agent:
         if found:
             self.parent = found[0].name
         self.host_mtu = autodetect.host_mtu(ifaces)
-        startup.ensure_cluster_information(self.store, s)
         startup.register_node(self.store, s, address)
-        startup.ensure_default_pool(self.store, s)
         startup.ensure_tunnel_addresses(self.store, self._ipam(), s.nodename)
         mtu = startup.write_mtu(s, self.store.list(IPPool), ifaces)
         self.pod_mtu = mtu
@@ -378,7 +378,6 @@ class Agent:
     def reconcile_once(self, full: bool = True) -> None:
         started = time.monotonic()
         nodes, pools, blocks, weps = self.snapshot()
-        self._maybe_reallocate_tunnels(nodes, pools)
         felix = self.felix = self.felix_params()
         desired = compute(self.settings.nodename, nodes, pools, blocks, weps, parent=self.parent,
                           host_mtu=self.host_mtu, backend=self.settings.backend, felix=felix)
@@ -394,6 +393,9 @@ class Agent:
         policy_errors = self.apply_policy(nodes, pools, full)
         stats = self.dataplane.apply(desired, full=full)
         stats.errors.extend(policy_errors)
+        # After the apply: what it writes reaches this snapshot's compute only through the Node
+        # watch anyway, and the first apply at start need not wait for it.
+        self._maybe_reallocate_tunnels(nodes, pools)
         nat_ok = True
         try:
             self.nat.apply(desired.nat_pools, desired.all_pools, check_drift=full)
