@@ -38,7 +38,21 @@ esac
 addr_of() { if [ "$1" = 3 ]; then echo "10.91.0.1$1"; else echo "10.90.0.1$1"; fi; }
 subnet_of() { if [ "$1" = 3 ]; then echo b; else echo a; fi; }
 
+save_vm_logs() {  # on failure: each VM's units' journals and tables, kept outside the checkout
+  local dir i
+  dir=${VM_LOG_DIR:-/var/tmp/pycalico-vm-logs}/$(date +%Y%m%d-%H%M%S)
+  mkdir -p "$dir"
+  for i in "${VMS[@]}"; do
+    [ -n "${ssh_port[$i]:-}" ] || continue
+    timeout 60 "${SSH[@]}" -p "${ssh_port[$i]}" root@127.0.0.1 \
+      'journalctl --no-pager -u "pycalico-*" -u bird; ip route; ip -d link; ip neigh' > "$dir/vm$i.txt" 2>&1 || true
+  done
+  cp "$STATE"/*.log "$dir/" 2>/dev/null || true
+  echo "test-vm: failed; the VMs' journals and tables are in $dir" >&2
+}
 stop_vms() {
+  local rc=$?
+  [ "$rc" = 0 ] || save_vm_logs
   for pidfile in "$STATE"/vm*.pid; do
     [ -e "$pidfile" ] || continue
     kill "$(cat "$pidfile")" 2>/dev/null || true
