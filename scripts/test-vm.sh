@@ -42,12 +42,13 @@ save_vm_logs() {  # on failure: each VM's units' journals and tables, kept outsi
   local dir i
   dir=${VM_LOG_DIR:-/var/tmp/pycalico-vm-logs}/$(date +%Y%m%d-%H%M%S)
   mkdir -p "$dir"
-  for i in "${VMS[@]}"; do
-    [ -n "${ssh_port[$i]:-}" ] || continue
-    timeout 60 "${SSH[@]}" -p "${ssh_port[$i]}" root@127.0.0.1 \
-      'journalctl --no-pager -u "pycalico-*" -u bird; ip route; ip -d link; ip neigh' > "$dir/vm$i.txt" 2>&1 || true
-  done
-  cp "$STATE"/*.log "$dir/" 2>/dev/null || true
+  if declare -F vm > /dev/null; then  # defined once every VM is booting
+    for i in "${VMS[@]}"; do
+      vm "$i" timeout 60 sh -c 'journalctl --no-pager -u "pycalico-*" -u bird; ip route; ip -d link; ip neigh' \
+        > "$dir/vm$i.txt" 2>&1 || true
+    done
+  fi
+  cp "$STATE"/*.log "$STATE"/vm*.console "$dir/" 2>/dev/null || true
   echo "test-vm: failed; the VMs' journals and tables are in $dir" >&2
 }
 stop_vms() {
