@@ -4,10 +4,13 @@ late subscriber's own snapshot, resume after a drop, re-list after compaction.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 
 from pycalico.datastore.etcd import EtcdClient, KeyValue, WatchEvent
 from pycalico.datastore.syncer import PrefixStream, Syncer, TypedCache
+from tests.support.etcd import EtcdCluster
 from tests.support.poll import wait_until
 
 PREFIX = "/calico/sync/"
@@ -197,3 +200,32 @@ def test_unsubscribing_the_last_subscriber_stops_the_stream(etcd: EtcdClient) ->
     syncer.unsubscribe([sub])
     assert PREFIX not in syncer.streams
     assert wait_until(lambda: not stream._thread.is_alive(), 5)
+
+
+def test_a_watch_on_a_connection_gone_half_open_ends_and_resumes() -> None:
+    """Real iptables drops what etcd sends back on one stream's port: no FIN or RST arrives,
+    so only TCP keepalive can end the stream's blocking read."""
+    with EtcdCluster(prefix="pcka") as cluster:
+        port = cluster.members[0].client_port
+        client = cluster.client(watch_keepalive=(1, 1, 2))
+        syncer = Syncer(client, retry_interval=0.2)
+        rec = Recorder()
+        rule = ["INPUT", "-i", "lo", "-p", "tcp", "--sport", str(port),
+                "-m", "comment", "--comment", f"pcka-{os.getpid()}", "-j", "DROP"]
+        try:
+            client.put(PREFIX + "before", "1")
+            assert syncer.subscribe(PREFIX, rec).synced.wait(10)
+            stream = syncer.streams[PREFIX]
+            assert wait_until(lambda: client.watches_opened.get(PREFIX) == 1, 10)
+            subprocess.run(["iptables", "-w", "-I", *rule], check=True)
+            try:
+                assert wait_until(lambda: stream.reconnects >= 1, 20), \
+                    "the watch still waits on a connection that answers nothing"
+            finally:
+                subprocess.run(["iptables", "-w", "-D", *rule], check=True)
+            client.put(PREFIX + "after", "2")
+            assert wait_until(lambda: rec.state == truth(client), 15), rec.state
+            assert rec.snapshots == 1, "a resumed watch must not re-list"
+        finally:
+            syncer.stop()
+            client.close()

@@ -62,6 +62,11 @@ FIRST_PAGE_SIZE = 50  # keys in a list's first page: 1 MB even of Calico's fulle
 # fat values still come in bounded pages, below the 4 MiB a gRPC message may carry.
 PAGE_BYTES = 2 * 1024 * 1024
 PAGE_SIZE_RANGE = (20, 10_000)
+# TCP keepalive on watch sockets (idle s, probe interval s, probes): a watch waits with no read
+# timeout, since a quiet prefix sends nothing, and the gateway does not pass etcd's progress
+# notifications on. Without probes a half-open connection (the member's host gone, a NAT entry
+# dropped) would deliver no event again; with them it ends within about 25 s and is resumed.
+WATCH_KEEPALIVE = (10, 5, 3)
 
 
 def _b64(text: str | bytes) -> str:
@@ -139,6 +144,7 @@ class EtcdClient:
         timeout: float = 5.0,
         connect_timeout: float = 2.0,
         page_size: int | None = None,
+        watch_keepalive: tuple[int, int, int] = WATCH_KEEPALIVE,
     ) -> None:
         if page_size is not None and page_size < 1:
             raise ValidationError("page_size", page_size, "a whole number of keys, 1 or more")
@@ -155,6 +161,7 @@ class EtcdClient:
         self._preferred = 0
         self._lock = threading.Lock()
         self.page_size = page_size
+        self.watch_keepalive = watch_keepalive
         # Every HTTP request sent (retries included), for tests and metrics.
         self.requests = 0
         self.requests_by_path: dict[str, int] = {}
@@ -728,6 +735,16 @@ class Pages:
                     following.cancel()
 
 
+def _keep_alive(sock: socket.socket, probes: tuple[int, int, int]) -> None:
+    idle, interval, count = probes
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+    # Bytes the peer never acknowledges (the TLS layer's own, too) stop the probes; this bounds them
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, (idle + interval * count) * 1000)
+
+
 class WatchStream:
     """One watch request on one endpoint. Iterating yields lists of events;
     it ends (StopIteration) when the stream drops and raises Compacted when the
@@ -758,6 +775,7 @@ class WatchStream:
                 conn.connect()
                 assert conn.sock is not None
                 conn.sock.settimeout(None)
+                _keep_alive(conn.sock, self._client.watch_keepalive)
                 conn.request("POST", "/v3/watch", body=json.dumps(body).encode(),
                              headers={"Content-Type": "application/json"})
                 resp = conn.getresponse()
